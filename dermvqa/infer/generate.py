@@ -1,0 +1,59 @@
+"""Load a trained model (exported folder or base + LoRA adapter) and answer questions greedily in batches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+
+def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
+    """Return (model, processor). A folder with adapter_config.json is a LoRA adapter on its base model."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    adapter = path / "adapter_config.json"
+    if adapter.exists():
+        import json
+
+        from peft import PeftModel
+        base = json.loads(adapter.read_text())["base_model_name_or_path"]
+        model = LlavaForConditionalGeneration.from_pretrained(base, dtype=dtype)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        proc_dir = path if (path / "processor_config.json").exists() else base
+    else:
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has neither config.json nor adapter_config.json")
+        model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        proc_dir = path
+    processor = AutoProcessor.from_pretrained(proc_dir)
+    processor.tokenizer.padding_side = "left"
+    return model.to(device).eval(), processor
+
+
+def user_turn(question: str, with_image: bool = True) -> dict:
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    return {"role": "user", "content": content}
+
+
+def prompt_text(processor, messages: list[dict]) -> str:
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+@torch.inference_mode()
+def answer_batch(model, processor, images: list[Image.Image], questions: list[str],
+                 max_new_tokens: int = 48) -> list[str]:
+    """Greedy answers, one per (image, question), generated together with left padding and a KV cache."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    prompts = [prompt_text(processor, [user_turn(q)]) for q in questions]
+    batch = processor(images=[im.convert("RGB") for im in images], text=prompts,
+                      return_tensors="pt", padding=True).to(model.device)
+    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                         pad_token_id=processor.tokenizer.pad_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
