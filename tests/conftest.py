@@ -26,3 +26,32 @@ def tiny_model_dir(tmp_path_factory):
     build_tiny_llava(out, TINY_TEXTS, seed=0, vision_width=64, vision_layers=2, text_width=64, text_layers=2,
                      vocab_size=400)
     return out
+
+
+@pytest.fixture(scope="session")
+def chatty_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny LLaVA with larger random text weights and only printable tokens (or end of turn) allowed, so
+    greedy answers are visible text that differs between images and questions; carries dermvqa_labels.json."""
+    import torch
+
+    from data_gen.synthetic_world import CONDITIONS
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.report import write_labels
+
+    model, processor = load_model(tiny_model_dir, device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and ("language_model" in name or "projector" in name):
+                p.normal_(0, 0.3)
+    tok = processor.tokenizer
+    shown = [tok.decode([i]) for i in range(len(tok))]
+    visible = [i == tok.eos_token_id or (i not in tok.all_special_ids and s.strip() and s.isascii()
+                                         and s.isprintable()) for i, s in enumerate(shown)]
+    model.generation_config.suppress_tokens = [i for i, ok in enumerate(visible) if not ok]
+    out = tmp_path_factory.mktemp("chatty_llava")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_labels(out, [c.label for c in CONDITIONS], {c.label: list(c.path) for c in CONDITIONS},
+                 sorted({t for c in CONDITIONS for t in c.concepts}))
+    return out

@@ -1,0 +1,78 @@
+"""`dermvqa data ...`: QA synthesis and LLaVA-JSON export (heavy imports stay inside the commands)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+data_app = typer.Typer(help="Derm1M-format CSV + ontology -> QA records; exports.", no_args_is_help=True)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
+    if not (n >= 1 and 0 <= i < n):
+        raise typer.BadParameter(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+@data_app.command("synth")
+def synth(csv: Path = typer.Option(..., help="Derm1M-format CSV (Derm1M_v2_pretrain.csv or a synthetic world)"),
+          ontology: Path = typer.Option(..., help="Derm1M ontology.json (flat: node name -> list of children)"),
+          out: Path = typer.Option(..., help="output folder: qa/<split>/part-*.parquet, report.json, report.md"),
+          images: Optional[Path] = typer.Option(None, help="image root; enables the perceptual-hash split"),
+          tree: Optional[Path] = typer.Option(None, help="nested ontology tree JSON (splits benign/malignant keys)"),
+          concept_terms: Optional[Path] = typer.Option(None, help="ConceptTerms.json synonym groups"),
+          seed: int = typer.Option(0, help="seed for paraphrases, options and the split"),
+          shard: str = typer.Option("0/1", help="I/N: process parts k with k % N == I"),
+          families: Optional[list[str]] = typer.Option(None, "--families",
+                                                       help="families to make, repeated or comma-separated "
+                                                            "(default all)"),
+          test_fraction: float = typer.Option(0.2, help="share of images in the test split"),
+          chunk_rows: int = typer.Option(10_000, help="rows per part (the unit of resume)"),
+          strict: bool = typer.Option(False, help="stop at the first bad row instead of counting it"),
+          overwrite: bool = typer.Option(False, help="delete an earlier run in --out made with other settings"),
+          encoding: str = typer.Option("utf-8", help="CSV text encoding")):
+    """Synthesize QA records (resumable: rerun the same command to continue a killed run)."""
+    from data_gen.synth import synthesize
+
+    families = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
+    synthesize(csv, ontology, out, images_dir=images, seed=seed, families=families, shard=_shard(shard),
+               test_fraction=test_fraction, tree_path=tree, concept_terms_path=concept_terms,
+               chunk_rows=chunk_rows, strict=strict, encoding=encoding, overwrite=overwrite)
+
+
+@data_app.command("export-llava")
+def export_llava(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g. OUT/qa)"),
+                 out: Path = typer.Option(..., help="JSON file to write"),
+                 split: Optional[str] = typer.Option(None, help="only this split (train/test)"),
+                 families: Optional[list[str]] = typer.Option(None, "--families", help="only these families"),
+                 group_by_image: bool = typer.Option(True, help="one conversation per image with all its turns")):
+    """Write LLaVA-style conversation JSON from QA parquet shards."""
+    from data_gen.export_llava import export
+
+    n = export(qa, out, split=split, families=families, group_by_image=group_by_image)
+    typer.echo(f"wrote {n} conversations to {out}")
+
+
+@data_app.command("teach")
+def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g. OUT/qa)"),
+          csv: Path = typer.Option(..., help="the CSV the records came from (captions = hidden context)"),
+          model: str = typer.Option(..., help="local path or hub id of a transformers chat model"),
+          out: Path = typer.Option(..., help="folder for teacher records (mirrors --qa; resumable)"),
+          device: Optional[str] = typer.Option(None, help="cuda / cpu (default: cuda when available)"),
+          limit: Optional[int] = typer.Option(None, help="at most this many images"),
+          batch_size: int = typer.Option(8, help="prompts per generate call"),
+          max_new_tokens: int = typer.Option(96, help="tokens per teacher reply"),
+          trust_remote_code: bool = typer.Option(False, help="only for models you trust")):
+    """Optional: a local LLM paraphrases open questions and adds free-form turns, behind the leak filter."""
+    from data_gen.teacher import Teacher, teach as run_teach
+
+    teacher = Teacher.from_pretrained(model, device=device, trust_remote_code=trust_remote_code,
+                                      max_new_tokens=max_new_tokens)
+    report = run_teach(qa, csv, out, teacher, batch_size=batch_size, limit=limit)
+    typer.echo(f"kept {report['kept']} teacher records; rejected: "
+               f"{ {k: v['count'] for k, v in report['rejections'].items()} }")

@@ -1,0 +1,55 @@
+"""QA record -> chat messages -> token ids with labels only on assistant turns (masked on ids, per turn)."""
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+
+
+def record_messages(record: dict, with_image: bool = True) -> list[dict]:
+    """One QA record as a two-turn chat: the user shows the image and asks, the assistant answers."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": record["question"]}]
+    return [{"role": "user", "content": content}, {"role": "assistant", "content": record["answer"]}]
+
+
+def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_token: str,
+                  image_seq_length: int, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for a whole conversation.
+
+    The template is rendered for growing prefixes of the conversation; each new piece of text is
+    tokenized on its own, so the prompt ids match exactly what inference feeds the model, and every
+    assistant piece is labelled while everything else is IGNORE_INDEX. Each `<image>` expands to
+    `image_seq_length` image tokens. A sequence too long to keep every image token and at least one
+    answer token is an error, never a silent truncation through the image.
+    """
+    def render(msgs, gen_prompt):
+        return tokenizer.apply_chat_template(msgs, chat_template=chat_template, tokenize=False,
+                                             add_generation_prompt=gen_prompt)
+
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""
+    for k, msg in enumerate(messages):
+        is_assistant = msg["role"] == "assistant"
+        if is_assistant:  # the assistant header belongs to the prompt
+            head = render(messages[:k], True)
+            _extend(ids, labels, done, head, tokenizer, image_token, image_seq_length, False)
+            done = head
+        text = render(messages[:k + 1], False)
+        _extend(ids, labels, done, text, tokenizer, image_token, image_seq_length, is_assistant)
+        done = text
+    if len(ids) > max_length:
+        first_label = next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(ids))
+        if first_label >= max_length:
+            raise ValueError(f"prompt is {first_label} tokens (image tokens included) but max_length is "
+                             f"{max_length}: raise max_length or shorten the question")
+        ids, labels = ids[:max_length], labels[:max_length]
+    return ids, labels
+
+
+def _extend(ids, labels, done, text, tokenizer, image_token, n_image, train):
+    if not text.startswith(done):
+        raise ValueError("chat template does not render conversation prefixes as prefixes; "
+                         "per-turn label masking needs that property")
+    piece = text[len(done):].replace(image_token, image_token * n_image)
+    new = tokenizer(piece, add_special_tokens=False)["input_ids"]
+    ids.extend(new)
+    labels.extend(new if train else [IGNORE_INDEX] * len(new))

@@ -1,0 +1,99 @@
+"""Per-item scores (closed accuracy, open exact match, token recall/F1, BLEU-1..4, ROUGE-L, METEOR) and ECE.
+
+All scores are fractions in [0, 1]; group figures are means of the per-item scores, so every number
+can carry a bootstrap interval. BLEU is sentence-level (sacrebleu, exponential smoothing, lowercased).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from dermvqa.eval.items import CLOSED, EvalItem
+from dermvqa.eval.parse import mentions, normalize, parse_choice
+
+CLOSED_METRICS = ["accuracy", "llava_med_closed"]
+OPEN_METRICS = ["exact_match", "token_recall", "token_f1", "llava_med_open_recall",
+                "bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "meteor"]
+BERTSCORE_REASON = "bert-score needs a pretrained model from the hub; none is available offline"
+
+
+def token_recall_f1(pred: str, ref: str) -> tuple[float, float]:
+    """Multiset overlap of normalised tokens: recall of the reference tokens and F1."""
+    p, r = normalize(pred).split(), normalize(ref).split()
+    common = sum((Counter(p) & Counter(r)).values())
+    if not r or not p or not common:
+        return 0.0, 0.0
+    recall, precision = common / len(r), common / len(p)
+    return recall, 2 * precision * recall / (precision + recall)
+
+
+def llava_med_open_recall(pred: str, ref: str) -> float:
+    """LLaVA-Med's open-question score: share of distinct reference words that appear in the reply."""
+    ref_words, pred_words = set(normalize(ref).split()), set(normalize(pred).split())
+    return len(ref_words & pred_words) / len(ref_words) if ref_words else 0.0
+
+
+def meteor_status() -> str | None:
+    """None when nltk's METEOR can run; otherwise the reason it cannot (it needs WordNet data)."""
+    try:
+        from nltk.corpus import wordnet
+        wordnet.ensure_loaded()
+    except ImportError:
+        return "nltk is not installed (pip install 'dermvqa[eval]')"
+    except LookupError:
+        return "nltk WordNet data not found (nltk.download('wordnet') needs the internet)"
+    return None
+
+
+class TextScorer:
+    """Holds the metric objects so they are built once per run."""
+
+    def __init__(self):
+        from rouge_score import rouge_scorer
+        from sacrebleu.metrics import BLEU
+
+        self.bleu = {n: BLEU(max_ngram_order=n, effective_order=True, lowercase=True) for n in range(1, 5)}
+        self.rouge = rouge_scorer.RougeScorer(["rougeL"])
+        self.meteor_missing = meteor_status()
+
+    def open_scores(self, pred: str, refs: list[str], gold: str) -> dict[str, float]:
+        golds = {normalize(x) for x in [gold, *refs] if x}
+        recall, f1 = max(token_recall_f1(pred, r) for r in refs)
+        s = {"exact_match": float(normalize(pred) in golds), "token_recall": recall, "token_f1": f1,
+             "llava_med_open_recall": max(llava_med_open_recall(pred, r) for r in refs)}
+        for n, bleu in self.bleu.items():
+            s[f"bleu{n}"] = bleu.sentence_score(pred, refs).score / 100 if pred.strip() else 0.0
+        s["rougeL"] = self.rouge.score_multi(refs, pred)["rougeL"].fmeasure
+        if self.meteor_missing is None:
+            from nltk.translate.meteor_score import meteor_score
+            s["meteor"] = meteor_score([r.lower().split() for r in refs], pred.lower().split())
+        return s
+
+    def score(self, item: EvalItem, reply: str) -> tuple[dict[str, float], int | None]:
+        """(scores, picked option index or None) for one reply."""
+        if item.answer_type == CLOSED:
+            if item.options:
+                pick = parse_choice(reply, item.options)
+                hit = pick == item.answer_index
+            else:
+                pick, hit = None, mentions(reply, item.gold)
+            return {"accuracy": float(hit), "llava_med_closed": float(item.gold.lower() in reply.lower())}, pick
+        return self.open_scores(reply, item.references, item.gold), None
+
+
+def calibration(confidence: list[float], correct: list[float], n_bins: int = 10) -> dict:
+    """Expected calibration error over equal-width confidence bins, with the per-bin table."""
+    conf, corr = np.asarray(confidence, float), np.asarray(correct, float)
+    if conf.size == 0:
+        raise ValueError("calibration needs at least one confident prediction")
+    idx = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        m = idx == b
+        if not m.any():
+            continue
+        acc, c = float(corr[m].mean()), float(conf[m].mean())
+        ece += m.sum() / conf.size * abs(acc - c)
+        bins.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "n": int(m.sum()), "accuracy": acc, "confidence": c})
+    return {"ece": float(ece), "n": int(conf.size), "bins": bins}

@@ -1,0 +1,109 @@
+"""report.md (and its PNG plots) from the metrics tree and the run's timing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dermvqa.eval.answers import write_atomic
+from dermvqa.eval.summary import HEADLINE
+
+MAX_LISTED_MISSING = 20
+
+
+def fmt(s: dict | None) -> str:
+    if not s:
+        return "–"
+    return f"{s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"
+
+
+def _diff(a: dict | None, b: dict | None) -> str:
+    return f"{a['value'] - b['value']:+.3f}" if a and b else "–"
+
+
+def overall_table(m: dict) -> list[str]:
+    image, blind = m["overall"]["image"], m["overall"].get("blind", {})
+    lines = ["| metric | n | with image [95% CI] | blind [95% CI] | image − blind |", "|---|---|---|---|---|"]
+    for name, s in image.items():
+        lines.append(f"| {name} | {s['n']} | {fmt(s)} | {fmt(blind.get(name))} | {_diff(s, blind.get(name))} |")
+    return lines
+
+
+def strata_table(strata: dict) -> list[str]:
+    present = [h for h in HEADLINE if any(h in s["image"] for s in strata.values())]
+    head = "| stratum | " + " | ".join(f"{h} (n) | {h} blind" for h in present) + " |"
+    lines = [head, "|---|" + "---|---|" * len(present)]
+    for name, s in strata.items():
+        cells = []
+        for h in present:
+            v = s["image"].get(h)
+            cells += [f"{fmt(v)} ({v['n']})" if v else "–", fmt(s.get("blind", {}).get(h))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def gap_lines(gaps: dict) -> list[str]:
+    rows = [(m, g) for m, g in gaps.get("image", {}).items()]
+    if not rows:
+        return []
+    lines = ["| metric | best type | worst type | gap [95% CI] | blind gap |", "|---|---|---|---|---|"]
+    for m, g in rows:
+        blind = gaps.get("blind", {}).get(m, {})
+        if "gap" not in g:
+            lines.append(f"| {m} | – | – | not computed: {g['not_computed']} | – |")
+            continue
+        bg = f"{blind['gap']:.3f}" if "gap" in blind else "–"
+        lines.append(f"| {m} | {g['best']} ({g['means'][g['best']]:.3f}, n={g['n'][g['best']]}) | "
+                     f"{g['worst']} ({g['means'][g['worst']]:.3f}, n={g['n'][g['worst']]}) | "
+                     f"{g['gap']:.3f} [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}] | {bg} |")
+    return lines
+
+
+def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
+    b, st = m["benchmark"], m["settings"]
+    miss = b["missing_images"]
+    lines = [f"# Evaluation: {st['model']} on `{b['spec']}`", "",
+             f"Mode {st['mode']}, {st['decoding']} decoding, max {st['max_new_tokens']} new tokens. "
+             f"Items: {b['items_in_benchmark']} in the benchmark, {b['items_selected']} selected, "
+             f"{b['items_scored']} scored, {miss['count']} with missing or unreadable images.", ""]
+    if b["loader_skipped"]:
+        lines += ["Left out by the loader: " + ", ".join(f"{k}: {v}" for k, v in b["loader_skipped"].items()), ""]
+    if miss["count"]:
+        listed = list(miss["ids"].items())[:MAX_LISTED_MISSING]
+        lines += ["## Missing images", ""] + [f"- `{i}`: {r}" for i, r in listed]
+        if miss["count"] > MAX_LISTED_MISSING:
+            lines.append(f"- … {miss['count'] - MAX_LISTED_MISSING} more, all listed in metrics.json")
+        lines.append("")
+    lines += ["## Overall", "", *overall_table(m), "",
+              "Scores are means of per-item scores in [0, 1]; BLEU is sentence-level sacrebleu (lowercased, "
+              "exponential smoothing); intervals are percentile bootstrap over items.", "",
+              "Closed replies naming no option (scored wrong): "
+              + ", ".join(f"{k} {v}" for k, v in m["unparsed_closed_replies"].items()) + ".", ""]
+    for dim, strata in m["strata"].items():
+        lines += [f"## By {dim.replace('_', ' ')}", "", *strata_table(strata), ""]
+    gaps = gap_lines(m["fitzpatrick_gap"])
+    if gaps:
+        lines += ["## Skin-type gap (best − worst Fitzpatrick type)", "", *gaps, ""]
+    cal = m["calibration"]["image"]
+    lines += ["## Calibration", "",
+              f"Expected calibration error {cal['ece']:.4f} over {cal['n']} likelihood-scored questions."
+              if "ece" in cal else f"Not computed: {cal['not_computed']}.", ""]
+    if m["not_computed"]:
+        lines += ["## Not computed", "", *[f"- {k}: {v}" for k, v in m["not_computed"].items()], ""]
+    if figures:
+        lines += ["## Plots", ""] + [f"![{cap}]({name})" for name, cap in figures] + [""]
+    lines += ["## Run", "",
+              f"Answered now: {info['answered_now']}, resumed from answers.jsonl: {info['resumed']}, "
+              f"device {info['device'] or '–'} ({info['dtype'] or '–'}), batch size {info['batch_size']}, "
+              "answering "
+              f"{info['answer_seconds']} s ({info['questions_per_second'] or '–'} questions/s), "
+              f"total {info['total_seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, metrics: dict, info: dict, plots: bool = True) -> None:
+    figures = []
+    if plots:
+        from dermvqa.eval.plots import plot_confusions, plot_reliability, plot_strata
+        figures += plot_strata(out, metrics, HEADLINE)
+        figures += plot_reliability(out, metrics["calibration"]["image"])
+        figures += plot_confusions(out, metrics["confusion"]["image"])
+    write_atomic(Path(out) / "report.md", render(metrics, info, figures))

@@ -1,0 +1,33 @@
+"""CLI bodies for `dermvqa convert-dermlip` and `dermvqa build` (heavy imports happen inside)."""
+from typing import Annotated
+
+import typer
+
+
+def convert_dermlip(
+    src: Annotated[str, typer.Argument(help="open_clip DermLIP: 'hf-hub:redlessone/DermLIP_ViT-B-16' or a folder "
+                                            "with open_clip_config.json + weights")],
+    out: Annotated[str, typer.Option(help="output folder (must not exist or be empty)")],
+    allow_pickle: Annotated[bool, typer.Option(help="accept pickle .bin/.pt weights (only for files you trust)")] = False,
+):
+    """Convert DermLIP (open_clip) into a transformers CLIP vision tower + CLIPImageProcessor."""
+    from dermvqa.model.dermlip import convert_dermlip_cli
+
+    convert_dermlip_cli(src, out, allow_pickle)
+
+
+def build(
+    vision: Annotated[str, typer.Option(help="converted DermLIP folder, open_clip folder / hf-hub: id, or any "
+                                             "HF CLIP/SigLIP (vision) model")],
+    llm: Annotated[str, typer.Option(help="any HF causal LM folder or hub id (Qwen2.5, Llama-3, Mistral, Phi)")],
+    out: Annotated[str, typer.Option(help="output folder for the LLaVA model + processor")],
+    projector: Annotated[str, typer.Option(help="linear | mlp2x_gelu")] = "mlp2x_gelu",
+    feature_layer: Annotated[int, typer.Option(help="vision hidden state fed to the projector")] = -2,
+    dtype: Annotated[str, typer.Option(help="bfloat16 | float16 | float32")] = "bfloat16",
+    chat_template: Annotated[str, typer.Option(help="own (the LLM's), chatml, or a .jinja file")] = "own",
+    allow_pickle: Annotated[bool, typer.Option(help="accept pickle weights for an open_clip vision source")] = False,
+):
+    """Join a vision tower and an LLM with a fresh projector into a standard LLaVA folder."""
+    from dermvqa.model.builder import build_cli
+
+    build_cli(vision, llm, out, projector, feature_layer, dtype, chat_template, allow_pickle)

@@ -1,0 +1,279 @@
+"""OpenAI-compatible HTTP API: POST /v1/chat/completions (plain or SSE streaming), GET /v1/models, GET /health.
+
+Each conversation carries exactly one image, as an `image_url` part holding a `data:image/...;base64,` URI or,
+when the server was started with an allowed directory, a path (or file:// URL) inside it; remote URLs are never
+fetched. Decoding is greedy (temperature and top_p are accepted and ignored). Every refusal is a 4xx with an
+OpenAI-style error body, and the server keeps serving after it.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dermvqa.infer.chat import PromptTooLong, ReplyStream, check_fits, count_prompt_tokens
+from dermvqa.infer.generate import user_turn
+from dermvqa.serve.batcher import Batcher
+from dermvqa.serve.limits import ImageRejected, Limits, api_key_matches, decode_data_uri, load_image_file
+
+MAX_QUEUE = 256
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str = "invalid_request", kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind = status, message, code, kind
+
+
+def _error(status: int, message: str, code: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+
+
+class _ImageURL(BaseModel):
+    url: str
+
+
+class _Part(BaseModel):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: _ImageURL | str | None = None
+
+
+class _Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[_Part] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # temperature, top_p, user, ...: accepted, not used
+    model: str | None = None
+    messages: list[_Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = 1
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ApiError(400, f"request body is not valid JSON: {e}", "invalid_json") from e
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:5])
+        raise ApiError(400, f"request does not match the chat completions format: {problems}", "invalid_request") from e
+
+
+class ImageSource:
+    """Turns an image_url into an RGB image under the server's limits."""
+
+    def __init__(self, limits: Limits, allow_dir: str | Path | None):
+        self.limits = limits
+        self.allow_dir = Path(allow_dir).resolve() if allow_dir is not None else None
+
+    def load(self, url: str):
+        try:
+            if url.startswith("data:"):
+                return decode_data_uri(url, self.limits)
+            if url.startswith(("http://", "https://")):
+                raise ApiError(400, "remote image URLs are not fetched; send the image as a data: URI", "invalid_image")
+            if self.allow_dir is None:
+                raise ApiError(400, "local image paths are disabled on this server (start it with --allow-dir DIR); "
+                               "send the image as a data: URI", "invalid_image")
+            path = Path(url.removeprefix("file://"))
+            return load_image_file(path if path.is_absolute() else self.allow_dir / path, self.limits, self.allow_dir)
+        except ImageRejected as e:
+            raise ApiError(e.status, str(e), "invalid_image") from e
+
+
+def to_conversation(req: ChatRequest, images: ImageSource, limits: Limits):
+    """OpenAI messages -> (image, chat-template messages). Exactly one image; the last message is the user's."""
+    chars = sum(len(m.content) if isinstance(m.content, str) else sum(len(p.text or "") for p in m.content or [])
+                for m in req.messages)
+    if chars > limits.max_prompt_chars:
+        raise ApiError(400, f"messages hold {chars} characters; the limit is {limits.max_prompt_chars}",
+                       "context_length_exceeded")
+    image, out = None, []
+    for i, m in enumerate(req.messages):
+        parts = [_Part(type="text", text=m.content)] if isinstance(m.content, str) else (m.content or [])
+        words, has_image = [], False
+        for part in parts:
+            if part.type == "text":
+                if part.text is None:
+                    raise ApiError(400, f"messages[{i}]: a text part needs 'text'")
+                words.append(part.text)
+                continue
+            if m.role != "user":
+                raise ApiError(400, f"messages[{i}]: images are accepted only in user messages")
+            if image is not None:
+                raise ApiError(400, f"messages[{i}]: only one image per conversation is supported", "too_many_images")
+            if part.image_url is None:
+                raise ApiError(400, f"messages[{i}]: an image_url part needs 'image_url'")
+            url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+            image, has_image = images.load(url), True
+        text = "\n".join(words)
+        out.append(user_turn(text, with_image=has_image) if m.role == "user" else {"role": m.role, "content": text})
+    if image is None:
+        raise ApiError(400, "no image: add the lesion photo as an image_url part of a user message "
+                       "(a data:image/...;base64, URI)", "missing_image")
+    if req.messages[-1].role != "user":
+        raise ApiError(400, "the last message must be the user's question")
+    return image, out
+
+
+def create_app(model, processor, model_name: str, api_key: str | None = None, allow_dir: str | Path | None = None,
+               limits: Limits = Limits(), max_batch: int = 8, max_wait_s: float = 0.005,
+               default_max_tokens: int = 256) -> FastAPI:
+    batcher = Batcher(model, processor, max_batch, max_wait_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await run_in_threadpool(batcher.close)
+
+    app = FastAPI(title="dermvqa API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.batcher = batcher
+    images = ImageSource(limits, allow_dir)
+    counter = copy.deepcopy(processor)  # request threads count tokens on their own copy; the worker owns `processor`
+    counter_lock = threading.Lock()
+
+    def prompt_tokens(messages):
+        with counter_lock:
+            return count_prompt_tokens(counter, messages)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.code, exc.kind)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "http_error")
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):
+        return _error(500, f"the server failed to answer: {type(exc).__name__}", "server_error", "server_error")
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return _error(411, "send the request with a Content-Length header", "length_required")
+            if int(length) > limits.max_request_bytes:
+                return _error(413, f"request body is {length} bytes; the limit is {limits.max_request_bytes}",
+                              "request_too_large")
+        if api_key and request.url.path.startswith("/v1/") and not api_key_matches(
+                request.headers.get("authorization"), api_key):
+            return _error(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", "invalid_api_key",
+                          "authentication_error")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, "queued": batcher.pending()}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "dermvqa"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = parse_request(await request.body())
+        if req.model and req.model != model_name:
+            raise ApiError(404, f"model '{req.model}' is not served here; this server serves '{model_name}'",
+                           "model_not_found")
+        if req.n != 1:
+            raise ApiError(400, "n must be 1")
+        max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
+        if max_new > limits.max_new_tokens:
+            raise ApiError(400, f"max_tokens {max_new} is above this server's limit of {limits.max_new_tokens}")
+        if batcher.pending() >= MAX_QUEUE:
+            raise ApiError(503, "server busy: too many queued requests, retry later", "busy", "server_error")
+        image, messages = await run_in_threadpool(to_conversation, req, images, limits)
+        try:
+            check_fits(model, await run_in_threadpool(prompt_tokens, messages), max_new)
+        except PromptTooLong as e:
+            raise ApiError(400, str(e), "context_length_exceeded") from e
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
+        if req.stream:
+            stream = ReplyStream(model, processor, image, messages, max_new)
+            batcher.submit_stream(stream)
+            return StreamingResponse(_sse(stream, meta), media_type="text/event-stream")
+        reply = await asyncio.wrap_future(batcher.submit(image, messages, max_new))
+        return {**meta, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
+                             "finish_reason": reply.finish_reason}],
+                "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                          "total_tokens": reply.prompt_tokens + reply.completion_tokens}}
+
+    return app
+
+
+async def _sse(stream: ReplyStream, meta: dict):
+    def event(delta: dict, finish: str | None = None) -> str:
+        chunk = {**meta, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    try:
+        async for text in iterate_in_threadpool(iter(stream)):
+            yield event({"content": text})
+    except Exception as e:  # noqa: BLE001 - headers are sent; report the failure inside the stream
+        yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
+        return
+    yield event({}, stream.reply.finish_reason)
+    yield "data: [DONE]\n\n"
+
+
+class ServerThread:
+    """Run an app with uvicorn in a background thread on 127.0.0.1 (port 0: a free one). For tests and benchmarks."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    limit_concurrency=128))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.02)
+        host, self.port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{self.port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def run_api(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+            allow_dir: str | Path | None = None, max_batch: int = 8, max_wait_s: float = 0.005,
+            limits: Limits = Limits(), device: str | None = None) -> None:
+    import uvicorn
+
+    from dermvqa.infer.generate import load_model
+
+    model, processor = load_model(model_dir, device=device)
+    app = create_app(model, processor, Path(model_dir).resolve().name, api_key, allow_dir, limits, max_batch,
+                     max_wait_s)
+    uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=128)

@@ -1,0 +1,32 @@
+"""DeepSpeed outside its launcher: one process (tests, one GPU) and the CPU build it can skip."""
+from __future__ import annotations
+
+import os
+import socket
+
+
+def single_process_env() -> None:
+    """Set the rendezvous variables DeepSpeed expects when no launcher started this process."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+
+
+def skip_cpu_shm_build() -> None:
+    """On a CPU-only, one-process run, skip DeepSpeed's shared-memory all-reduce op.
+
+    DeepSpeed compiles that C++ op (about 100 s on two cores) when it sets up communication on
+    the CPU accelerator; with one process there is nothing to all-reduce, so it is never used.
+    """
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) != 1:
+        return
+    import importlib
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # not `import ... as`: deepspeed.comm.torch is also torch
+    if hasattr(ds_torch, "build_shm_op"):
+        ds_torch.build_shm_op = lambda: None

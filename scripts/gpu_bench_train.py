@@ -1,0 +1,386 @@
+"""Training-step benchmark: plain transformers+peft, DeepSpeed ZeRO-2, our step, and QLoRA memory.
+
+A random Qwen2.5-7B-shaped LLM (bf16, built from its config) behind a CLIP ViT-B/16 tower at 224
+px (196 image tokens), LoRA r 128 on every LLM Linear, projector trainable. Every case trains on
+the same batches, whose lengths follow synthesized Derm1M QA; tokens/s counts real (non-pad)
+tokens only. Rows print as each case ends; one table closes the run. `--tiny` runs the same
+logic on the CPU with tiny shapes (tests/train/test_gpu_bench.py).
+Usage: python scripts/gpu_bench_train.py [--tiny] [--budget-s 330] [--batch N]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dermvqa.data.collator import PaddingCollator  # noqa: E402
+from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build  # noqa: E402
+from dermvqa.train.packing import PackingCollator, real_tokens  # noqa: E402
+from dermvqa.train.step import (checkpointing, keep_lora_inputs_in_compute_dtype, label_only_loss,  # noqa: E402
+                                 set_checkpointing)
+from dermvqa.train.tuning import apply_lora, quantization_config  # noqa: E402
+
+QWEN7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rms_norm_eps=1e-6,
+              tie_word_embeddings=False)
+VIT_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               image_size=224, patch_size=16, hidden_act="gelu", projection_dim=512)
+TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024, tie_word_embeddings=False)
+TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                image_size=32, patch_size=8, hidden_act="gelu", projection_dim=16)
+LORA = dict(r=128, alpha=256, dropout=0.05)
+BASELINES = ("plain+ckpt", "plain", "zero2+ckpt", "zero2")
+GIB = 2 ** 30
+
+
+def synth_samples(n, rng, n_image, vocab, image_id, scale=1.0, target_len=None, max_len=600):
+    """(input_ids, labels) shaped like our Derm1M QA: template + image + question, then the answer.
+
+    Families: closed (yes/no, multiple choice: long question with options, 2-8 answer tokens),
+    open (diagnosis, location: 8-40), report (description: 150-350). Totals clip to `max_len`.
+    """
+    out = []
+    while len(out) < n:
+        q = rng.randint(20, 120)
+        family = rng.random()
+        a = rng.randint(2, 8) if family < 0.35 else rng.randint(8, 40) if family < 0.7 else rng.randint(150, 350)
+        if target_len is not None:
+            a = max(2, target_len - n_image - 30 - q)
+        q, a = max(2, int(q * scale)), max(2, int(a * scale))
+        head, tail = int(12 * scale) + 1, int(18 * scale) + 1
+        prompt = [rng.randrange(10, vocab - 10) for _ in range(head)] + [image_id] * n_image + \
+                 [rng.randrange(10, vocab - 10) for _ in range(q + tail)]
+        answer = [rng.randrange(10, vocab - 10) for _ in range(a)]
+        ids = (prompt + answer)[:max_len]
+        labels = [-100] * len(prompt) + ids[len(prompt):]
+        out.append((ids, labels))
+    return out
+
+
+def build_model(args, device, dtype):
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    text = Qwen2Config(**(TINY_LLM if args.tiny else QWEN7B))
+    vision = CLIPVisionConfig(**(TINY_VIT if args.tiny else VIT_B16))
+    n_image = (vision.image_size // vision.patch_size) ** 2
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size - 1,
+                         image_seq_length=n_image, vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu")
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype)
+    return model.train(), n_image
+
+
+def make_batches(args, n_image, vocab, image_id, image_size, batch, target_len=None, seed=0):
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    scale = 0.05 if args.tiny else 1.0
+    batches = []
+    for _ in range(args.warmup + args.steps):
+        samples = synth_samples(batch, rng, n_image, vocab, image_id, scale, target_len,
+                                max_len=n_image + 40 if args.tiny else 600)
+        batches.append([{"input_ids": ids, "labels": lab,
+                         "pixel_values": torch.randn(3, image_size, image_size, generator=g)} for ids, lab in samples])
+    return batches
+
+
+def to_device(batch, device, dtype):
+    return {k: (v.to(device, dtype) if k == "pixel_values" else v.to(device) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_loop(step, batches, collate, device, dtype, warmup, deadline):
+    """Run warmup + measured steps (stopping at `deadline`); return (real tokens, seconds, steps)."""
+    tokens, seconds, done = 0, 0.0, 0
+    for i, examples in enumerate(batches):
+        batch = collate(examples)
+        n = real_tokens(batch)
+        batch = to_device(batch, device, dtype)
+        sync(device)
+        t0 = time.perf_counter()
+        step(batch)
+        sync(device)
+        if i >= warmup:
+            tokens, seconds, done = tokens + n, seconds + time.perf_counter() - t0, done + 1
+        if time.perf_counter() > deadline and done:
+            break
+    return tokens, seconds, done
+
+
+def fused_adamw(params, lr, device):
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device == "cuda")
+
+
+def plain_case(model, batches, args, device, dtype, deadline, ckpt, autocast=False):
+    """transformers + peft as documented: padded batch, model(labels=...), fp32 adapters, torch AdamW."""
+    pm = apply_lora(model, **LORA)
+    if ckpt:
+        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    opt = fused_adamw([p for p in pm.parameters() if p.requires_grad], 2e-4, device)
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else nullcontext()
+
+    def step(batch):
+        with ctx:
+            loss = pm(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in pm.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline)
+    finally:
+        _undo(pm, model)
+
+
+def zero2_case(model, batches, args, device, dtype, deadline, ckpt):
+    """The same model and loss under a single-process DeepSpeed ZeRO-2 engine (bf16 on GPU)."""
+    import deepspeed
+
+    single_process_env()
+    skip_cpu_shm_build()
+    pm = apply_lora(model, **LORA)
+    if ckpt:
+        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in pm.parameters() if p.requires_grad]
+    config = {"train_micro_batch_size_per_gpu": len(batches[0]), "gradient_accumulation_steps": 1,
+              "gradient_clipping": 1.0, "bf16": {"enabled": device == "cuda"}, "steps_per_print": 10 ** 9,
+              "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True}}
+    engine, *_ = deepspeed.initialize(model=pm, optimizer=fused_adamw(params, 2e-4, device), config=config)
+
+    def step(batch):
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+
+    try:
+        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline)
+    finally:
+        if hasattr(engine, "destroy"):
+            engine.destroy()
+        del engine
+        _undo(pm, model)
+
+
+def ours_case(model, batches, args, device, dtype, deadline, fraction):
+    """Our step: packed rows, label-only logits, bf16 autocast LoRA, fused AdamW, selective checkpointing."""
+    pm = apply_lora(model, **LORA)
+    set_checkpointing(pm, fraction)
+    keep_lora_inputs_in_compute_dtype(pm)
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = fused_adamw(params, 2e-4, device)
+
+    def step(batch):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss, _ = label_only_loss(pm, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        return timed_loop(step, batches, PackingCollator(), device, dtype, args.warmup, deadline)
+    finally:
+        _undo(pm, model)
+
+
+def _undo(pm, model):
+    """Remove adapters and checkpointing so the next case starts from the same base model."""
+    base = pm.unload()
+    assert base is model
+    checkpointing(base, False)
+    base.train()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_4bit(path, device):
+    """The saved model with its LLM Linears in NF4 (double quant, bf16 compute); vision/projector/lm_head bf16."""
+    from transformers import LlavaForConditionalGeneration
+
+    quant = quantization_config({"type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
+                                 "skip_modules": ["model.vision_tower", "model.multi_modal_projector", "lm_head"]})
+    return LlavaForConditionalGeneration.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+                                                         device_map={"": 0 if device == "cuda" else "cpu"})
+
+
+def qlora_case(model, batches, args, device, deadline, ours, train_mode=True):
+    """LoRA on the 4-bit model: `ours` uses our step; naive = checkpointing switched on, padded full-logit loss.
+
+    from_pretrained returns the model in eval mode; a naive loop that never calls .train() keeps it
+    there, and transformers then skips activation checkpointing (it only checkpoints in training).
+    """
+    weights = _allocated(device)
+    model.train(ours or train_mode)
+    if ours:
+        pm = apply_lora(model, **LORA)
+        set_checkpointing(pm, 1.0)
+        keep_lora_inputs_in_compute_dtype(pm)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        pm = apply_lora(model, **LORA)
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = fused_adamw(params, 2e-4, device)
+    checkpointed = sum(bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
+                       for layer in pm.get_base_model().model.language_model.layers)
+
+    def step(batch):
+        if ours:
+            with torch.autocast(device, dtype=torch.bfloat16):
+                loss, _ = label_only_loss(pm, batch)
+        else:
+            loss = pm(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    collate = PackingCollator() if ours else PaddingCollator(0)
+    try:
+        result = timed_loop(step, batches, collate, device, torch.bfloat16, args.warmup, deadline)
+        return result, f"4-bit model {weights:.1f} GiB, {checkpointed} LLM layers checkpointed, " \
+                       f"trainable {sum(p.numel() for p in params) / 1e6:.1f}M"
+    finally:
+        del opt, params
+        _undo(pm, model)
+
+
+def _allocated(device):
+    return torch.cuda.memory_allocated() / GIB if device == "cuda" else float("nan")
+
+
+def _reset_peak(device):
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device):
+    return torch.cuda.max_memory_allocated() / GIB if device == "cuda" else float("nan")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes on the CPU (tests the logic)")
+    ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting cases after this many seconds")
+    ap.add_argument("--case-s", type=float, default=30.0, help="measuring time per case")
+    ap.add_argument("--batch", type=int, default=0, help="examples per step (0: 16 on >100 GiB GPUs, else 8)")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--qlora-batch", type=int, default=4)
+    ap.add_argument("--skip", nargs="*", default=[], help="case names to skip")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    start = time.perf_counter()
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # as shipped; fp32 LoRA matmuls pay for it
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    mem = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else 0
+    batch = args.batch or (16 if mem > 100 else 8) if device == "cuda" else (args.batch or 4)
+    model, n_image = build_model(args, device, dtype)
+    vcfg, tcfg = model.config.vision_config, model.config.text_config
+    batches = make_batches(args, n_image, tcfg.vocab_size, model.config.image_token_id, vcfg.image_size, batch)
+    lengths = [len(e["input_ids"]) for b in batches for e in b]
+    print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'} ({mem:.0f} GiB), "
+          f"torch {torch.__version__}; LLM {tcfg.num_hidden_layers}x{tcfg.hidden_size}, vocab {tcfg.vocab_size}; "
+          f"{n_image} image tokens; batch {batch}; lengths mean {sum(lengths) / len(lengths):.0f} "
+          f"min {min(lengths)} max {max(lengths)}; build {time.perf_counter() - start:.0f}s", flush=True)
+    rows = []
+
+    def run(name, fn, *fargs, **fkw):
+        if name in args.skip:
+            return
+        left = args.budget_s - (time.perf_counter() - start)
+        if left < 5:
+            rows.append((name, None, None, None, "skipped: time budget spent"))
+            print(f"{name:<22} skipped: time budget spent", flush=True)
+            return
+        _reset_peak(device)
+        note = ""
+        try:
+            deadline = time.perf_counter() + min(args.case_s, left)
+            result = fn(*fargs, deadline=deadline, **fkw)
+            if isinstance(result[1], str):
+                result, note = result
+            tokens, seconds, steps = result
+            row = (name, tokens / seconds, _peak(device), steps, note)
+        except Exception as e:  # one failing case must not hide the others
+            row = (name, None, _peak(device), None, f"error: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
+        tps = f"{row[1]:,.0f} tok/s" if row[1] else "-"
+        peak = f"{row[2]:.1f} GiB" if row[2] == row[2] else "-"
+        print(f"{name:<22} {tps:>14}  peak {peak}  steps {row[3]}  {row[4]}  "
+              f"[{time.perf_counter() - start:.0f}s]", flush=True)
+
+    run("plain+ckpt", plain_case, model, batches, args, device, dtype, ckpt=True)
+    run("zero2", zero2_case, model, batches, args, device, dtype, ckpt=False)
+    run("ours", ours_case, model, batches, args, device, dtype, fraction=0.0)
+    if rows[-1][1] is None and rows[-1][0] == "ours":  # no room without checkpointing: keep half
+        run("ours (ckpt 1/2)", ours_case, model, batches, args, device, dtype, fraction=0.5)
+    run("zero2+ckpt", zero2_case, model, batches, args, device, dtype, ckpt=True)
+    run("plain", plain_case, model, batches, args, device, dtype, ckpt=False)
+    run("plain+ckpt+autocast", plain_case, model, batches, args, device, dtype, ckpt=True, autocast=True)
+    run("ours (ckpt all)", ours_case, model, batches, args, device, dtype, fraction=1.0)
+
+    qbatches = make_batches(args, n_image, tcfg.vocab_size, model.config.image_token_id, vcfg.image_size,
+                            args.qlora_batch, target_len=450, seed=1)
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 40 * GIB else None
+    folder = Path(tempfile.mkdtemp(prefix="dermvqa_bench_", dir=shm))
+    try:
+        if all(f"qlora {k}" in args.skip for k in ("naive", "naive+train", "ours")):
+            return rows
+        t0 = time.perf_counter()
+        model.save_pretrained(folder)
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        t1 = time.perf_counter()
+        qmodel = load_4bit(folder, device)
+        print(f"saved the bf16 model in {t1 - t0:.0f}s, loaded it in 4-bit in {time.perf_counter() - t1:.0f}s "
+              f"({_allocated(device):.1f} GiB)", flush=True)
+        run("qlora naive", qlora_case, qmodel, qbatches, args, device, ours=False, train_mode=False)
+        run("qlora naive+train", qlora_case, qmodel, qbatches, args, device, ours=False, train_mode=True)
+        run("qlora ours", qlora_case, qmodel, qbatches, args, device, ours=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        print_table(rows, batch, args.qlora_batch)
+    return rows
+
+
+def print_table(rows, batch, qbatch):
+    base = [r[1] for r in rows if r[0] in BASELINES and r[1]]
+    best = max(base) if base else None
+    print(f"\n| case | tokens/s | x best baseline | peak GiB | note |\n|---|---|---|---|---|")
+    for name, tps, peak, steps, note in rows:
+        ratio = f"{tps / best:.2f}" if tps and best and not name.startswith("qlora") else "-"
+        shown = f"{tps:,.0f}" if tps else "-"
+        peak_s = f"{peak:.1f}" if peak == peak and peak is not None else "-"
+        print(f"| {name} | {shown} | {ratio} | {peak_s} | {note} |")
+    print(f"\nbf16 cases: batch {batch}, QLoRA: batch {qbatch} x ~450 tokens; best baseline = "
+          f"max over {', '.join(BASELINES)} = {best and f'{best:,.0f}'} tok/s (real tokens only)")
+
+
+if __name__ == "__main__":
+    main()

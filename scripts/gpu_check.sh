@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The prepared GPU check (one H100/H200, about 4 minutes, hard limit 6): training-step throughput
+# of plain transformers+peft, DeepSpeed ZeRO-2 (each with/without activation checkpointing) and
+# our step on a random Qwen2.5-7B-shaped LLaVA, plus the 7B QLoRA peak memory; one table.
+# Needs the wheel bundle of ../shared/GPU.md in .whl/ (deepspeed, bitsandbytes, ...); the GPU
+# machine has no network. The table is also written to $OUT/gpu_bench.txt when OUT is set.
+# Usage: bash scripts/gpu_check.sh [extra gpu_bench_train.py arguments]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, peft, deepspeed, bitsandbytes as b; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'peft', peft.__version__, 'deepspeed', deepspeed.__version__, \
+'bitsandbytes', b.__version__)" 2>&1 | grep -v WARNING
+log=${OUT:-/tmp}/gpu_bench.txt
+timeout 345 python3 scripts/gpu_bench_train.py --budget-s 290 "$@" 2>&1 \
+  | grep --line-buffered -v "Loading weights\|Writing model\|real_accelerator" | tee "$log"
+echo "gpu_check: exit ${PIPESTATUS[0]}"

@@ -1,0 +1,59 @@
+"""End to end through the `dermvqa` command: report files, byte-identical reruns, likelihood mode, compare."""
+import json
+
+from typer.testing import CliRunner
+
+from dermvqa.cli import app
+
+runner = CliRunner()
+
+
+def dermvqa(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_eval_help_documents_run_and_compare():
+    out = dermvqa("eval", "--help")
+    for word in ("--model", "--bench", "--out", "--batch-size", "--limit", "--no-blind", "--mode", "compare"):
+        assert word in out
+
+
+def test_eval_end_to_end(varied_model_dir, qa_world, tmp_path):
+    common = ["--model", varied_model_dir, "--bench", f"qa:{qa_world}", "--batch-size", 4, "--max-new-tokens", 6]
+    printed = dermvqa("eval", *common, "--out", tmp_path / "a")
+    assert "scored 36 of 37 questions (1 with missing images)" in printed
+    a = tmp_path / "a"
+    for name in ("metrics.json", "answers.jsonl", "report.md", "run.json", "run_info.json", "strata_family.png",
+                 "strata_fitzpatrick.png", "strata_source.png", "strata_ontology_group.png",
+                 "confusion_yes_no.png", "confusion_multiple_choice.png"):
+        assert (a / name).stat().st_size > 0, name
+    m = json.loads((a / "metrics.json").read_text())
+    assert m["benchmark"]["missing_images"]["ids"] == {"gone": m["benchmark"]["missing_images"]["ids"]["gone"]}
+    assert m["overall"]["image"]["accuracy"]["n"] == 24 and m["overall"]["blind"]["exact_match"]["n"] == 12
+    assert set(m["strata"]["fitzpatrick"]) == {"1", "2", "3"}
+    assert set(m["strata"]["family"]["yes_no"]) == {"image", "blind"}
+    assert m["closed_accuracy"] == m["overall"]["image"]["accuracy"]["value"]
+    assert m["not_computed"]["bertscore"]
+    report = (a / "report.md").read_text()
+    assert "`gone`" in report and "## By fitzpatrick" in report and "blind" in report
+
+    dermvqa("eval", *common, "--out", tmp_path / "b")               # a fresh run elsewhere
+    assert (tmp_path / "b" / "metrics.json").read_bytes() == (a / "metrics.json").read_bytes()
+
+    dermvqa("eval", *common, "--out", tmp_path / "c", "--mode", "likelihood", "--no-blind")
+    c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert "blind" not in c["overall"] and "ece" in c["calibration"]["image"]
+    assert (tmp_path / "c" / "reliability.png").exists()
+
+    table = dermvqa("eval", "compare", a, tmp_path / "c")
+    assert "B − A" in table and "overall/image" in table and "intervals separate" in table
+    acc_a, acc_c = m["overall"]["image"]["accuracy"]["value"], c["overall"]["image"]["accuracy"]["value"]
+    row = next(line for line in table.splitlines() if line.startswith("overall/image") and " accuracy " in line)
+    assert f"{acc_c - acc_a:+.3f}" in row
+
+
+def test_eval_needs_model_bench_out(tmp_path):
+    result = runner.invoke(app, ["eval", "--model", str(tmp_path)])
+    assert result.exit_code != 0 and "missing --bench, --out" in result.output

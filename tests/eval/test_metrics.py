@@ -1,0 +1,66 @@
+import math
+
+import pytest
+
+from dermvqa.eval.items import EvalItem
+from dermvqa.eval.metrics import TextScorer, calibration, llava_med_open_recall, token_recall_f1
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return TextScorer()
+
+
+def test_token_recall_and_f1_by_hand():
+    # pred tokens {red, scaly, plaque}; ref {red, plaque, on, elbow} after dropping "the": 2 shared
+    recall, f1 = token_recall_f1("the red scaly plaque", "red plaque on the elbow")
+    assert recall == pytest.approx(2 / 4)
+    assert f1 == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert token_recall_f1("", "red plaque") == (0.0, 0.0)
+
+
+def test_llava_med_open_recall_counts_distinct_words():
+    assert llava_med_open_recall("red plaque", "red red plaque") == pytest.approx(1.0)
+    assert token_recall_f1("red plaque", "red red plaque")[0] == pytest.approx(2 / 3)
+
+
+def test_bleu_rouge_exact_match_by_hand(scorer):
+    s = scorer.open_scores("the cat sat", ["the cat sat on the mat"], gold="")
+    # every hypothesis n-gram matches; brevity penalty exp(1 - 6/3)
+    for n in (1, 2, 3):
+        assert s[f"bleu{n}"] == pytest.approx(math.exp(-1), abs=1e-6)
+    assert s["rougeL"] == pytest.approx(2 * 1 * 0.5 / 1.5)          # LCS 3 of 3 (P=1) and of 6 (R=.5)
+    assert s["exact_match"] == 0.0
+    same = scorer.open_scores("the cat sat on the mat", ["the cat sat on the mat"], gold="")
+    assert same["bleu4"] == pytest.approx(1.0) and same["rougeL"] == pytest.approx(1.0)
+    assert scorer.open_scores("The Psoriasis.", ["psoriasis"], gold="psoriasis")["exact_match"] == 1.0
+
+
+def test_several_references_take_the_best(scorer):
+    s = scorer.open_scores("red plaque", ["blue nodule", "red plaque"], gold="")
+    assert s["rougeL"] == pytest.approx(1.0) and s["token_f1"] == pytest.approx(1.0)
+
+
+def test_closed_scoring_and_llava_med_rule(scorer):
+    yn = EvalItem("q", [], "Is this psoriasis?", ["..."], "closed", options=["yes", "no"], answer_index=0)
+    assert scorer.score(yn, "Yes, it is") == ({"accuracy": 1.0, "llava_med_closed": 1.0}, 0)
+    assert scorer.score(yn, "The lesion looks like eczema, not psoriasis. Answer: no.")[0]["accuracy"] == 0.0
+    no = EvalItem("q", [], "Is this psoriasis?", ["..."], "closed", options=["yes", "no"], answer_index=1)
+    # LLaVA-Med's substring rule counts "no" inside "Not sure" as a hit; our parser does not
+    assert scorer.score(no, "Not sure") == ({"accuracy": 0.0, "llava_med_closed": 1.0}, None)
+    free = EvalItem("q", [], "Which is bigger?", ["liver"], "closed", label="liver")
+    assert scorer.score(free, "The liver is.")[0]["accuracy"] == 1.0
+
+
+def test_meteor_left_out_when_unavailable(scorer, monkeypatch):
+    monkeypatch.setattr(scorer, "meteor_missing", "no WordNet")
+    assert "meteor" not in scorer.open_scores("red plaque", ["red plaque"], gold="")
+
+
+def test_expected_calibration_error_by_hand():
+    c = calibration([0.95, 0.85, 0.62, 0.55], [1, 0, 1, 1])
+    assert c["ece"] == pytest.approx((0.05 + 0.85 + 0.38 + 0.45) / 4)
+    assert [b["n"] for b in c["bins"]] == [1, 1, 1, 1]
+    one_bin = calibration([0.71, 0.79], [1, 0])
+    assert one_bin["ece"] == pytest.approx(0.25) and one_bin["bins"][0]["confidence"] == pytest.approx(0.75)
+    assert calibration([1.0], [1])["ece"] == pytest.approx(0.0)

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dermvqa.infer.generate import load_model
+from dermvqa.infer.likelihood import option_probs
+from dermvqa.infer.report import (DIAGNOSIS_QUESTION, DISCLAIMER, LABELS_FILE, UNSURE_NEXT_STEP, build_report,
+                                  load_labels, next_step, render_markdown, validate_report, write_labels)
+from tests.conftest import PAD_PHOTO
+
+
+@pytest.fixture(scope="module")
+def setup(chatty_model_dir):
+    model, processor = load_model(chatty_model_dir, device="cpu")
+    return model, processor, load_labels(chatty_model_dir), Image.open(PAD_PHOTO).convert("RGB")
+
+
+def test_differential_is_the_option_likelihood_ranking(setup):
+    model, processor, labels, photo = setup
+    report = build_report(model, processor, photo, labels, top_k=3, min_confidence=0.0, image_name="pad.png")
+    probs = option_probs(model, processor, [photo], [DIAGNOSIS_QUESTION], [labels["diagnoses"]])[0]
+    ranked = sorted(zip(labels["diagnoses"], probs), key=lambda x: -x[1])[:3]
+    assert [d["label"] for d in report["differential"]] == [name for name, _ in ranked]
+    assert [d["score"] for d in report["differential"]] == pytest.approx([p for _, p in ranked], abs=1e-4)
+    top = report["differential"][0]
+    assert report["diagnosis"]["label"] == top["label"]
+    assert report["diagnosis"]["ontology_path"] == labels["ontology_paths"][top["label"]]
+    assert report["confidence"] == pytest.approx(max(probs), abs=1e-4)
+    assert report["next_step"] == next_step(top["ontology_path"], False)
+    colours, shapes = report["colour"], report["morphology"]
+    assert colours and shapes and {t["term"] for t in colours}.isdisjoint(t["term"] for t in shapes)
+    assert {t["term"] for t in colours + shapes} <= set(labels["concepts"])
+    validate_report(report)
+    md = render_markdown(report)
+    assert DISCLAIMER in md and top["label"] in md and "pad.png" in md
+
+
+def test_below_threshold_the_report_is_unsure(setup):
+    model, processor, _, photo = setup
+    labels = {"diagnoses": ["type a", "type b", "type c"], "ontology_paths": {}, "concepts": []}
+    sure = build_report(model, processor, photo, labels, min_confidence=0.0)
+    assert 0 < sure["confidence"] < 1 and sure["diagnosis"]["label"] == sure["differential"][0]["label"]
+    assert sure["morphology"] == [] and sure["colour"] == []
+    unsure = build_report(model, processor, photo, labels, min_confidence=(sure["confidence"] + 1) / 2)
+    assert unsure["unsure"] and unsure["diagnosis"] is None
+    assert unsure["summary"].startswith("Unsure") and unsure["next_step"] == UNSURE_NEXT_STEP
+    assert unsure["differential"] == sure["differential"]
+    assert "none given" in render_markdown(unsure)
+    with pytest.raises(ValueError, match="min_confidence"):
+        build_report(model, processor, photo, labels, min_confidence=1.5)
+
+
+def test_schema_rejects_broken_reports(setup):
+    model, processor, labels, photo = setup
+    report = build_report(model, processor, photo, labels, min_confidence=0.0)
+    for broken, problem in [({k: v for k, v in report.items() if k != "disclaimer"}, "disclaimer"),
+                            ({**report, "unsure": True}, "diagnosis"),
+                            ({**report, "confidence": 1.5}, "confidence"),
+                            ({**report, "differential": []}, "differential")]:
+        with pytest.raises(ValueError, match=problem):
+            validate_report(broken)
+
+
+def test_next_step_follows_the_ontology():
+    assert "biopsy" in next_step(["proliferations", "malignant", "melanocytic", "Melanoma"], False)
+    assert "microscopy" in next_step(["inflammatory", "infectious", "fungal", "Tinea corporis"], False)
+    assert "monitor" in next_step(["proliferations", "benign", "melanocytic", "Melanocytic nevus"], False)
+    assert "treatment" in next_step(["inflammatory", "non-infectious", "Eczema"], False)
+    assert next_step(["proliferations", "malignant"], True) == UNSURE_NEXT_STEP
+
+
+def test_labels_file_problems_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=LABELS_FILE):
+        load_labels(tmp_path)
+    (tmp_path / LABELS_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_labels(tmp_path)
+    write_labels(tmp_path, ["a", "a"], {}, [])
+    with pytest.raises(ValueError, match="duplicates"):
+        load_labels(tmp_path)
+    write_labels(tmp_path, ["eczema"], {"eczema": "inflammatory"}, [])
+    with pytest.raises(ValueError, match="ontology_paths"):
+        load_labels(tmp_path)
+    write_labels(tmp_path, ["eczema"], {"eczema": ["inflammatory", "eczema"]}, ["scale", "red", "scale"])
+    assert load_labels(tmp_path) == {"diagnoses": ["eczema"], "ontology_paths": {"eczema": ["inflammatory", "eczema"]},
+                                     "concepts": ["red", "scale"]}
+
+
+def test_cli_json_report_validates(setup, chatty_model_dir, tmp_path):
+    from dermvqa.cli import app
+
+    model, processor, labels, photo = setup
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["report", "--model", str(chatty_model_dir), "--image", str(PAD_PHOTO),
+                                      "--format", "json", "--min-confidence", "0", "--out", str(out),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    validate_report(written)
+    assert written["image"] == PAD_PHOTO.name
+    assert written == build_report(model, processor, photo, labels, min_confidence=0.0,
+                                   model_name=chatty_model_dir.name, image_name=PAD_PHOTO.name)
+    md = CliRunner().invoke(app, ["report", "--model", str(chatty_model_dir), "--image", str(PAD_PHOTO),
+                                  "--device", "cpu"])
+    assert md.exit_code == 0 and "## Lesion report" in md.stdout and DISCLAIMER in md.stdout

@@ -1,0 +1,26 @@
+"""The GPU benchmark's logic, run on the CPU with tiny shapes (`--tiny`): every case must produce a row."""
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+CASES = ["plain+ckpt", "zero2", "ours", "zero2+ckpt", "plain", "plain+ckpt+autocast", "ours (ckpt all)",
+         "qlora naive", "qlora naive+train", "qlora ours"]
+
+
+def test_bench_runs_every_case_on_cpu():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("MASTER_PORT", None)
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench_train.py"), "--tiny", "--steps", "2",
+                          "--warmup", "1"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| ([\d,]+|-) \|", run.stdout, re.M)}
+    assert set(CASES) <= set(table), run.stdout[-3000:]
+    assert all(table[c] != "-" for c in CASES), run.stdout[-3000:]  # a number, not an error
+    assert "error:" not in run.stdout
+    # naive QLoRA keeps from_pretrained's eval mode, so transformers checkpoints nothing
+    assert re.search(r"qlora naive \|.*0 LLM layers checkpointed", run.stdout)
+    assert re.search(r"qlora ours \|.*2 LLM layers checkpointed", run.stdout)
+    assert "| 1.00 |" in run.stdout  # the best baseline's own ratio
