@@ -2,7 +2,7 @@
 import typer
 
 from dermvqa.quickstart import quickstart
-from dermvqa.train.cli import train
+from dermvqa.train.cli import export, train
 from dermvqa.model import commands as model_commands
 from dermvqa.eval.cli import eval_app
 from data_gen.cli import data_app
@@ -21,3 +21,4 @@ app.add_typer(data_app, name="data")
 app.command("chat")(serve_cli.chat)
 app.command("report")(serve_cli.report)
 app.add_typer(serve_cli.serve_app, name="serve")
+app.command("export")(export)

@@ -19,7 +19,9 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
                images: int = typer.Option(1600, help="number of synthetic lesion images"),
                seed: int = typer.Option(0, help="seed for the world, the QA and training"),
                recipe: Path = typer.Option(DEFAULT_RECIPE, help="training recipe YAML"),
-               ontology: Path = typer.Option(None, help="ontology.json (default: the world's Derm1M subset)")):
+               ontology: Path = typer.Option(None, help="ontology.json (default: the world's Derm1M subset)"),
+               families: str = typer.Option("diagnosis,yes_no,multiple_choice,morphology",
+                                            help="QA families to synthesize, comma-separated")):
     """Build the synthetic world, synthesize QA, train a tiny LLaVA, evaluate it and show answers."""
     from data_gen.records import read_records
     from data_gen.synth import synthesize
@@ -33,14 +35,15 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     t0 = time.time()
     world = out / "world"
     csv_path = build_world(world, n_images=images, seed=seed)
-    report = synthesize(csv_path, ontology or world / "ontology.json", world, images_dir=world / "images", seed=seed)
-    typer.echo(f"QA records: {json.dumps(report.get('counts', report), default=str)[:400]}")
+    report = synthesize(csv_path, ontology or world / "ontology.json", world, images_dir=world / "images", seed=seed,
+                        families=families.split(","), overwrite=True)
+    typer.echo(f"QA records per family: {json.dumps(report['families'])}, per split: {json.dumps(report['splits'])}")
     t1 = time.time()
     rec = load_recipe(recipe, [f"data.qa_dir={world / 'qa'}", f"data.image_root={world / 'images'}",
                                f"train.output_dir={out / 'train'}", f"train.seed={seed}"])
     model_dir = run_training(rec)
     t2 = time.time()
-    metrics = run_eval(model_dir, f"qa:{world}:test", out / "eval", blind=True)
+    metrics = run_eval(model_dir, f"qa:{world}:test", out / "eval", batch_size=64, blind=True)
     t3 = time.time()
 
     model, processor = load_model(model_dir, device="cpu")

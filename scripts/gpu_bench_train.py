@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import shutil
 import sys
@@ -23,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 from dermvqa.data.collator import PaddingCollator  # noqa: E402
 from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build  # noqa: E402
 from dermvqa.train.packing import PackingCollator, real_tokens  # noqa: E402
-from dermvqa.train.step import (checkpointing, keep_lora_inputs_in_compute_dtype, label_only_loss,  # noqa: E402
-                                 set_checkpointing)
+from dermvqa.train.step import checkpointing  # noqa: E402
 from dermvqa.train.tuning import apply_lora, quantization_config  # noqa: E402
 
 QWEN7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
@@ -113,10 +112,9 @@ def timed_loop(step, batches, collate, device, dtype, warmup, deadline):
     for i, examples in enumerate(batches):
         batch = collate(examples)
         n = real_tokens(batch)
-        batch = to_device(batch, device, dtype)
         sync(device)
         t0 = time.perf_counter()
-        step(batch)
+        step(to_device(batch, device, dtype))
         sync(device)
         if i >= warmup:
             tokens, seconds, done = tokens + n, seconds + time.perf_counter() - t0, done + 1
@@ -176,29 +174,54 @@ def zero2_case(model, batches, args, device, dtype, deadline, ckpt):
     finally:
         if hasattr(engine, "destroy"):
             engine.destroy()
-        del engine
         _undo(pm, model)
 
 
-def ours_case(model, batches, args, device, dtype, deadline, fraction):
-    """Our step: packed rows, label-only logits, bf16 autocast LoRA, fused AdamW, selective checkpointing."""
-    pm = apply_lora(model, **LORA)
-    set_checkpointing(pm, fraction)
-    keep_lora_inputs_in_compute_dtype(pm)
-    params = [p for p in pm.parameters() if p.requires_grad]
-    opt = fused_adamw(params, 2e-4, device)
+def ours_case(model, batches, args, device, deadline, fraction, recipe_name="stage2_lora"):
+    """Our step exactly as `dermvqa train` runs it: a stage-2 recipe through RecipeTrainer.
 
-    def step(batch):
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss, _ = label_only_loss(pm, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    Packed rows, loss on label positions only, fp32 master adapters computed in bf16 under
+    autocast, fused AdamW, checkpointing on `fraction` of the LLM layers; timed by a callback.
+    """
+    from transformers import TrainerCallback
 
+    from dermvqa.train.recipe import load_recipe
+    from dermvqa.train.trainer import RecipeTrainer, prepare_trainable, training_arguments, with_defaults
+
+    out = Path(tempfile.mkdtemp(prefix="dermvqa_bench_run_"))
+    recipe = with_defaults(load_recipe(REPO / "configs" / "qwen2.5-7b" / f"{recipe_name}.yaml", [
+        f"train.output_dir={out}", f"train.batch_size={len(batches[0])}", "train.grad_accum=1",
+        "train.deepspeed=null", f"train.checkpoint_layers={fraction}", "train.save_steps=100000",
+        "train.logging_steps=100000", "train.report_to=[]", "train.workers=0", f"train.bf16={device == 'cuda'}"]))
+    pm = prepare_trainable(model, recipe)
+    timing = {"tokens": 0, "seconds": 0.0, "steps": 0}
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            sync(device)
+            i = state.global_step - 1
+            if i >= args.warmup:
+                n = sum(len(e["input_ids"]) for e in batches[i])
+                timing.update(tokens=timing["tokens"] + n, seconds=timing["seconds"] + time.perf_counter() - self.t0,
+                              steps=timing["steps"] + 1)
+            control.should_training_stop = time.perf_counter() > deadline and timing["steps"] > 0
+            return control
+
+    dataset = [e for b in batches for e in b]
+    trainer = RecipeTrainer(model=pm, args=training_arguments(recipe, out), train_dataset=dataset,
+                            data_collator=PackingCollator(), lr_multipliers=recipe["tune"]["lr_multipliers"],
+                            callbacks=[Timer()])
     try:
-        return timed_loop(step, batches, PackingCollator(), device, dtype, args.warmup, deadline)
+        trainer.train()
+        params = [p for p in pm.parameters() if p.requires_grad]
+        return (timing["tokens"], timing["seconds"], timing["steps"]), _note(pm, params)
     finally:
+        del trainer
+        shutil.rmtree(out, ignore_errors=True)
         _undo(pm, model)
 
 
@@ -214,53 +237,50 @@ def _undo(pm, model):
 
 
 def load_4bit(path, device):
-    """The saved model with its LLM Linears in NF4 (double quant, bf16 compute); vision/projector/lm_head bf16."""
+    """The saved model loaded as the QLoRA recipe loads it (dermvqa.train.trainer.load_model, minus the
+    processor the random benchmark model lacks): LLM Linears in NF4, vision/projector/lm_head in bf16."""
     from transformers import LlavaForConditionalGeneration
 
-    quant = quantization_config({"type": "nf4", "double_quant": True, "compute_dtype": "bfloat16",
-                                 "skip_modules": ["model.vision_tower", "model.multi_modal_projector", "lm_head"]})
-    return LlavaForConditionalGeneration.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+    from dermvqa.train.recipe import load_recipe
+
+    quant = load_recipe(REPO / "configs" / "qwen2.5-7b" / "stage2_qlora.yaml")["tune"]["quant"]
+    if device == "cpu":
+        quant = {**quant, "compute_dtype": "float32"}
+    quant = quantization_config(quant)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32  # as load_model chooses
+    return LlavaForConditionalGeneration.from_pretrained(path, quantization_config=quant, dtype=dtype,
                                                          device_map={"": 0 if device == "cuda" else "cpu"})
 
 
-def qlora_case(model, batches, args, device, deadline, ours, train_mode=True):
-    """LoRA on the 4-bit model: `ours` uses our step; naive = checkpointing switched on, padded full-logit loss.
+def qlora_naive_case(model, batches, args, device, deadline, train_mode=True):
+    """The naive QLoRA stack: checkpointing switched on, LoRA, padded batch with full-vocabulary logits.
 
-    from_pretrained returns the model in eval mode; a naive loop that never calls .train() keeps it
-    there, and transformers then skips activation checkpointing (it only checkpoints in training).
+    from_pretrained returns the model in eval mode; a loop that never calls .train() keeps it there,
+    and transformers then checkpoints nothing (it only checkpoints in training mode).
     """
-    weights = _allocated(device)
-    model.train(ours or train_mode)
-    if ours:
-        pm = apply_lora(model, **LORA)
-        set_checkpointing(pm, 1.0)
-        keep_lora_inputs_in_compute_dtype(pm)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        pm = apply_lora(model, **LORA)
+    model.train(train_mode)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pm = apply_lora(model, **LORA)
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = fused_adamw(params, 2e-4, device)
-    checkpointed = sum(bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
-                       for layer in pm.get_base_model().model.language_model.layers)
 
     def step(batch):
-        if ours:
-            with torch.autocast(device, dtype=torch.bfloat16):
-                loss, _ = label_only_loss(pm, batch)
-        else:
-            loss = pm(**batch).loss
-        loss.backward()
+        pm(**batch).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    collate = PackingCollator() if ours else PaddingCollator(0)
     try:
-        result = timed_loop(step, batches, collate, device, torch.bfloat16, args.warmup, deadline)
-        return result, f"4-bit model {weights:.1f} GiB, {checkpointed} LLM layers checkpointed, " \
-                       f"trainable {sum(p.numel() for p in params) / 1e6:.1f}M"
+        return timed_loop(step, batches, PaddingCollator(0), device, model.dtype, args.warmup, deadline), \
+            _note(pm, params)
     finally:
-        del opt, params
         _undo(pm, model)
+
+
+def _note(pm, params):
+    layers = pm.get_base_model().model.language_model.layers
+    checkpointed = sum(bool(getattr(layer, "gradient_checkpointing", False)) and layer.training for layer in layers)
+    trainable = sum(p.numel() for p in params) / 1e6
+    return f"{checkpointed} of {len(layers)} LLM layers checkpointed, trainable {trainable:.1f}M"
 
 
 def _allocated(device):
@@ -313,6 +333,9 @@ def main(argv=None):
             rows.append((name, None, None, None, "skipped: time budget spent"))
             print(f"{name:<22} skipped: time budget spent", flush=True)
             return
+        gc.collect()  # the previous case's engine/optimizer may sit in reference cycles
+        if device == "cuda":
+            torch.cuda.empty_cache()
         _reset_peak(device)
         note = ""
         try:
@@ -335,13 +358,13 @@ def main(argv=None):
 
     run("plain+ckpt", plain_case, model, batches, args, device, dtype, ckpt=True)
     run("zero2", zero2_case, model, batches, args, device, dtype, ckpt=False)
-    run("ours", ours_case, model, batches, args, device, dtype, fraction=0.0)
+    run("ours", ours_case, model, batches, args, device, fraction=0.0)
     if rows[-1][1] is None and rows[-1][0] == "ours":  # no room without checkpointing: keep half
-        run("ours (ckpt 1/2)", ours_case, model, batches, args, device, dtype, fraction=0.5)
+        run("ours (ckpt 1/2)", ours_case, model, batches, args, device, fraction=0.5)
     run("zero2+ckpt", zero2_case, model, batches, args, device, dtype, ckpt=True)
     run("plain", plain_case, model, batches, args, device, dtype, ckpt=False)
     run("plain+ckpt+autocast", plain_case, model, batches, args, device, dtype, ckpt=True, autocast=True)
-    run("ours (ckpt all)", ours_case, model, batches, args, device, dtype, fraction=1.0)
+    run("ours (ckpt all)", ours_case, model, batches, args, device, fraction=1.0)
 
     qbatches = make_batches(args, n_image, tcfg.vocab_size, model.config.image_token_id, vcfg.image_size,
                             args.qlora_batch, target_len=450, seed=1)
@@ -360,9 +383,9 @@ def main(argv=None):
         qmodel = load_4bit(folder, device)
         print(f"saved the bf16 model in {t1 - t0:.0f}s, loaded it in 4-bit in {time.perf_counter() - t1:.0f}s "
               f"({_allocated(device):.1f} GiB)", flush=True)
-        run("qlora naive", qlora_case, qmodel, qbatches, args, device, ours=False, train_mode=False)
-        run("qlora naive+train", qlora_case, qmodel, qbatches, args, device, ours=False, train_mode=True)
-        run("qlora ours", qlora_case, qmodel, qbatches, args, device, ours=True)
+        run("qlora naive", qlora_naive_case, qmodel, qbatches, args, device, train_mode=False)
+        run("qlora naive+train", qlora_naive_case, qmodel, qbatches, args, device, train_mode=True)
+        run("qlora ours", ours_case, qmodel, qbatches, args, device, fraction=1.0, recipe_name="stage2_qlora")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         print_table(rows, batch, args.qlora_batch)
@@ -372,7 +395,7 @@ def main(argv=None):
 def print_table(rows, batch, qbatch):
     base = [r[1] for r in rows if r[0] in BASELINES and r[1]]
     best = max(base) if base else None
-    print(f"\n| case | tokens/s | x best baseline | peak GiB | note |\n|---|---|---|---|---|")
+    print("\n| case | tokens/s | x best baseline | peak GiB | note |\n|---|---|---|---|---|")
     for name, tps, peak, steps, note in rows:
         ratio = f"{tps / best:.2f}" if tps and best and not name.startswith("qlora") else "-"
         shown = f"{tps:,.0f}" if tps else "-"

@@ -1,5 +1,7 @@
 """Morphology: which listed feature is visible (closed), and which features are visible (open).
 
+The closed answer first lists what is seen, then picks the option ("The lesion shows macule, brown.
+Answer: macule."), like yes/no: reading the lesion and matching it to the options are two steps.
 The distractors are corpus concepts that overlap none of the row's concepts (data_gen/concepts.py).
 """
 from data_gen.families.common import RowContext, lettered, shuffled_with_answer
@@ -18,7 +20,7 @@ OPEN_QUESTIONS = [
     "Which features can you see on this skin?",
 ]
 QUESTIONS = CLOSED_QUESTIONS + OPEN_QUESTIONS
-ANSWERS = []
+ANSWERS = ["The lesion shows {listed}. Answer: {present}."]
 FIELDS = ["skin_concept"]
 
 
@@ -36,6 +38,7 @@ def build(ctx: RowContext) -> list:
         return out
     options, index = shuffled_with_answer(present, wrong, rng)
     q = f"{rng.choice(CLOSED_QUESTIONS)} {lettered(options)}"
-    out.append(ctx.record(NAME, "closed", q, present, label=present, fields=FIELDS, options=options,
+    answer = ANSWERS[0].format(listed=listed, present=present)
+    out.append(ctx.record(NAME, "closed", q, answer, label=present, fields=FIELDS, options=options,
                           answer_index=index))
     return out

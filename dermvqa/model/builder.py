@@ -224,3 +224,32 @@ def build_cli(vision: str, llm: str, out: str, projector: str = "mlp2x_gelu", fe
     path = save_build(model, processor, info, out)
     print(f"built {path}: image token {info['image_token']!r} ({info['image_token_how']}), "
           f"{info['image_seq_length']} image tokens, projector {projector}")
+
+
+def validate_llava(config, processor, where: str) -> None:
+    """Raise if a LLaVA config and its processor disagree (the image-token count would not match)."""
+    vcfg, tcfg = config.vision_config, config.text_config
+    has_cls = vcfg.model_type == "clip_vision_model"
+    problems = []
+    expected = image_seq_length(vcfg.image_size, vcfg.patch_size, config.vision_feature_select_strategy, has_cls)
+    if config.image_seq_length != expected:
+        problems.append(f"config image_seq_length {config.image_seq_length} but the tower gives {expected}")
+    if processor.patch_size != vcfg.patch_size:
+        problems.append(f"processor patch_size {processor.patch_size} vs tower patch_size {vcfg.patch_size}")
+    if processor.vision_feature_select_strategy != config.vision_feature_select_strategy:
+        problems.append(f"processor strategy {processor.vision_feature_select_strategy!r} vs config "
+                        f"{config.vision_feature_select_strategy!r}")
+    if processor.num_additional_image_tokens != int(has_cls):
+        problems.append(f"processor num_additional_image_tokens {processor.num_additional_image_tokens}, "
+                        f"tower {'has' if has_cls else 'has no'} CLS token")
+    if _processor_size(processor.image_processor) != vcfg.image_size:
+        problems.append(f"processor makes {_processor_size(processor.image_processor)}px images, tower expects "
+                        f"{vcfg.image_size}px")
+    if processor.image_token_id != config.image_token_id:
+        problems.append(f"processor image token id {processor.image_token_id} vs config {config.image_token_id}")
+    if not 0 <= config.image_token_id < tcfg.vocab_size:
+        problems.append(f"image token id {config.image_token_id} outside the LLM vocabulary ({tcfg.vocab_size})")
+    if len(processor.tokenizer) > tcfg.vocab_size:
+        problems.append(f"tokenizer has {len(processor.tokenizer)} tokens, the LLM embeds only {tcfg.vocab_size}")
+    if problems:
+        raise BuildError(f"{where}: model config and processor do not match: " + "; ".join(problems))

@@ -8,7 +8,7 @@ def convert_dermlip(
     src: Annotated[str, typer.Argument(help="open_clip DermLIP: 'hf-hub:redlessone/DermLIP_ViT-B-16' or a folder "
                                             "with open_clip_config.json + weights")],
     out: Annotated[str, typer.Option(help="output folder (must not exist or be empty)")],
-    allow_pickle: Annotated[bool, typer.Option(help="accept pickle .bin/.pt weights (only for files you trust)")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="accept pickle .bin/.pt weights (files you trust)")] = False,
 ):
     """Convert DermLIP (open_clip) into a transformers CLIP vision tower + CLIPImageProcessor."""
     from dermvqa.model.dermlip import convert_dermlip_cli

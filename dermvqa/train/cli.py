@@ -1,13 +1,30 @@
-"""`dermvqa train CONFIG [--key=value ...]`."""
+"""`dermvqa train CONFIG [--resume] [--key=value ...]` and `dermvqa export SRC --out DIR`."""
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
-def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YAML (see configs/)")):
+def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YAML (see configs/)"),
+          resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint "
+                                                              "in train.output_dir/checkpoints")):
     """Train a model from a recipe; extra `--section.key=value` arguments override the recipe."""
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
 
-    final = run_training(load_recipe(config, ctx.args))
+    final = run_training(load_recipe(config, ctx.args), resume=resume)
     typer.echo(f"model saved to {final}")
+
+
+def export(
+    src: Annotated[str, typer.Argument(help="training output: run/model (LoRA adapter or full model) or a "
+                                            "run/checkpoints/checkpoint-N folder")],
+    out: Annotated[str, typer.Option(help="folder for the merged standard LLaVA model + processor + card")],
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 weights in the export")] = "bfloat16",
+    recipe: Annotated[str, typer.Option(help="recipe.yaml for the model card (found next to SRC by default)")] = "",
+):
+    """Merge LoRA offline and save a standard LlavaForConditionalGeneration folder with a model card."""
+    from dermvqa.train.export import export as run_export
+
+    path = run_export(src, out, dtype, recipe or None)
+    typer.echo(f"exported {src} -> {path} (loads with LlavaForConditionalGeneration + AutoProcessor)")

@@ -27,6 +27,7 @@ def skip_cpu_shm_build() -> None:
         return
     import importlib
 
-    ds_torch = importlib.import_module("deepspeed.comm.torch")  # not `import ... as`: deepspeed.comm.torch is also torch
+    # not `import deepspeed.comm.torch as ...`: the attribute deepspeed.comm.torch is the torch package
+    ds_torch = importlib.import_module("deepspeed.comm.torch")
     if hasattr(ds_torch, "build_shm_op"):
         ds_torch.build_shm_op = lambda: None

@@ -85,7 +85,8 @@ Load it with plain transformers:
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 model = LlavaForConditionalGeneration.from_pretrained("PATH")
 processor = AutoProcessor.from_pretrained("PATH")
-messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "What is the most likely diagnosis?"}}]}}]
+question = "What is the most likely diagnosis?"
+messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": question}}]}}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 ```
 

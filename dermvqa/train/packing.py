@@ -3,8 +3,9 @@
 transformers 5 sees `position_ids` restart without an attention mask and builds a block-diagonal
 causal mask (masking_utils.find_packed_sequence_indices), so no token attends across examples and
 no compute is spent on padding. That detection is skipped when a KV cache exists, so the batch
-carries `use_cache=False`: without it the examples of a row would silently attend to each other. The first label of each example is ignored so the previous
-example's last token is never trained to predict it. Images stay in example order, which is the
+carries `use_cache=False`: without it the examples of a row would silently attend to each other.
+The first label of each example is ignored so the previous example's last token is never trained
+to predict it. Images stay in example order, which is the
 order LLaVA scatters their features into the `<image>` positions.
 """
 from __future__ import annotations

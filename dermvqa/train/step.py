@@ -4,10 +4,13 @@ Most tokens of a VQA sample are image and prompt tokens that carry no label, so 
 only on label positions (a pre-hook on lm_head keeps just those rows; it works the same through
 peft, DeepSpeed and every transformers 5 release, unlike a boolean `logits_to_keep`) and the
 full-vocabulary fp32 logits of every token are never materialised; the cross-entropy runs in fp32
-chunks that are recomputed in backward. `speed_setup` covers what made DeepSpeed's engine faster than a plain loop: there the
-whole model, LoRA weights included, computes in bf16, while a plain peft model keeps fp32 adapters
-and casts every activation to fp32 before each LoRA matmul. We keep fp32 master adapters, compute
-them in bf16 under autocast without the input cast, and checkpoint only a chosen share of layers.
+chunks that are recomputed in backward.
+
+Why DeepSpeed's engine beat a plain loop (our reading, checked by scripts/gpu_bench_train.py's
+"plain+ckpt+autocast" row): under the engine the whole model, LoRA weights included, computes in
+bf16, while a plain peft model keeps fp32 adapters and casts every activation to fp32 before each
+LoRA matmul, which then runs without tensor-core bf16. We keep fp32 master adapters, compute them in
+bf16 under autocast without that input cast, and checkpoint only a chosen share of layers.
 """
 from __future__ import annotations
 

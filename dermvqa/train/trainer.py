@@ -1,47 +1,119 @@
-"""One training job from a recipe: model, trainable parameters, curriculum-ordered data, transformers.Trainer."""
+"""One training job from a recipe: model, trainable parameters, curriculum-ordered data, transformers.Trainer.
+
+Modes (tune.mode): full, projector (stage 1), lora, qlora (4-bit base). The step is ours
+(dermvqa/train/step.py): packed rows, loss on label positions only, bf16 autocast with fp32
+master weights, selective activation checkpointing; DeepSpeed (train.deepspeed) plugs in through
+TrainingArguments. Checkpoints get a completion marker; `resume=True` continues from the newest
+complete one and a finished run writes a standard folder (or a LoRA adapter for `dermvqa export`).
+"""
 from __future__ import annotations
 
+import copy
 import json
+import os
 import random
+import shutil
+import time
+from collections import Counter
 from pathlib import Path
 
 import torch
-from transformers import (AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments,
-                          set_seed)
+import yaml
+from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 
 from data_gen.records import read_records
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
+from dermvqa.train.checkpoints import CompletionMarker, latest_complete
+from dermvqa.train.packing import PackingCollator
+from dermvqa.train.preflight import check_lengths, check_model_folder, check_recipe
+from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
 from dermvqa.train.tower_pretrain import pretrain_tower
+from dermvqa.train.tuning import apply_lora, quantization_config, set_trainable, trainable_summary
 
 LABELS_FILE = "dermvqa_labels.json"
+# Keys older recipes may lack; every shipped recipe spells them out.
+DEFAULTS = {"model": {"build": None}, "data": {"cache": False},
+            "tune": {"lora": None, "quant": None, "tower_pretrain": None, "lr_multipliers": {}},
+            "train": {"packing": True, "group_by_length": False, "checkpoint_layers": 0.0, "deepspeed": None,
+                      "save_total_limit": 2, "max_steps": -1}}
 
 
-def build_model(recipe: dict, records: list[dict], out_dir: Path):
-    """Random-init tiny model (tokenizer trained on the QA text) or a built LLaVA folder."""
-    spec = recipe["model"]
+def with_defaults(recipe: dict) -> dict:
+    recipe = copy.deepcopy(recipe)
+    for section, values in DEFAULTS.items():
+        for key, value in values.items():
+            recipe.setdefault(section, {}).setdefault(key, copy.deepcopy(value))
+    return recipe
+
+
+def model_folder(recipe: dict, records: list[dict], out_dir: Path) -> Path:
+    """The LLaVA folder training starts from; tiny and build kinds are created once under out_dir/init."""
+    spec, init = recipe["model"], out_dir / "init"
+    if spec["kind"] == "pretrained":
+        if not spec.get("path"):
+            raise ValueError("model.kind=pretrained needs model.path (a LLaVA folder)")
+        return Path(spec["path"]).resolve()
+    if (init / "config.json").is_file():
+        return init.resolve()
     if spec["kind"] == "tiny":
         from dermvqa.model.tiny import build_tiny_llava
         texts = [r["question"] + "\n" + r["answer"] for r in records]
-        return build_tiny_llava(out_dir / "init", texts, seed=recipe["train"]["seed"], **spec["tiny"])
-    if spec["kind"] == "pretrained":
-        path = Path(spec["path"])
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"model.path {path} is not a LLaVA folder (no config.json)")
-        return LlavaForConditionalGeneration.from_pretrained(path), AutoProcessor.from_pretrained(path)
-    raise ValueError(f"model.kind must be 'tiny' or 'pretrained', got {spec['kind']!r}")
+        build_tiny_llava(init, texts, seed=recipe["train"]["seed"], **spec["tiny"])
+    elif spec["kind"] == "build":
+        from dermvqa.model.builder import build_llava, save_build
+        b = dict(spec["build"] or {})
+        model, processor, info = build_llava(b.pop("vision"), b.pop("llm"), dtype=torch.bfloat16, **b)
+        save_build(model, processor, info, init)
+    else:
+        raise ValueError(f"model.kind must be tiny, build or pretrained, got {spec['kind']!r}")
+    return init.resolve()
 
 
-def set_trainable(model, mode: str) -> None:
-    """full: everything; projector: the projector only (stage 1)."""
-    if mode not in ("full", "projector"):
-        raise ValueError(f"tune.mode must be 'full' or 'projector', got {mode!r}")
-    for name, p in model.named_parameters():
-        p.requires_grad = mode == "full" or "multi_modal_projector" in name
+def load_model(path: Path, recipe: dict):
+    """Load the start model for this mode (4-bit LLM for qlora) and check config against processor."""
+    from dermvqa.model.builder import validate_llava
+
+    check_model_folder(path)
+    mode, tr = recipe["tune"]["mode"], recipe["train"]
+    gpu = torch.cuda.is_available()
+    # Frozen weights in bf16 on a GPU; a plain full fine-tune keeps fp32 weights (no master copy otherwise).
+    dtype = torch.bfloat16 if gpu and tr["bf16"] and (mode != "full" or tr["deepspeed"]) else torch.float32
+    kwargs = {"dtype": dtype}
+    if mode == "qlora":
+        kwargs["quantization_config"] = quantization_config(recipe["tune"]["quant"])
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0)) if gpu else "cpu"}
+    model = LlavaForConditionalGeneration.from_pretrained(path, **kwargs)
+    processor = AutoProcessor.from_pretrained(path)
+    validate_llava(model.config, processor, str(path))
+    return model, processor
 
 
-def curriculum_order(records: list[dict], phases: list[dict], seed: int) -> list[dict]:
-    """Concatenate phases; each phase repeats its families' records `epochs` times, shuffled per epoch."""
+def prepare_trainable(model, recipe: dict):
+    """Set what trains (LoRA adapters or plain parameters), master weights, checkpointing."""
+    tune, tr = recipe["tune"], recipe["train"]
+    if tune["mode"] in ("lora", "qlora"):
+        lora = tune["lora"]
+        model = apply_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora.get("targets", "all-linear"))
+    else:
+        set_trainable(model, tune["mode"])
+    if not tr["deepspeed"]:  # DeepSpeed keeps its own fp32 master copy
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+    set_checkpointing(model, float(tr["checkpoint_layers"]))
+    if torch.cuda.is_available() and tr["bf16"]:
+        keep_lora_inputs_in_compute_dtype(model)
+    return model
+
+
+def curriculum_order(records: list[dict], phases: list[dict], seed: int, group: int = 0) -> list[dict]:
+    """Concatenate phases; each repeats its families' records `epochs` times, shuffled per epoch.
+
+    With `group` > 0 each epoch is cut into mega-batches of 50 x `group` records sorted longest
+    first, so a batch of `group` holds records of similar length (HF's length grouping, kept
+    inside the curriculum's phase order).
+    """
     rng = random.Random(seed)
     ordered = []
     for i, phase in enumerate(phases):
@@ -51,7 +123,13 @@ def curriculum_order(records: list[dict], phases: list[dict], seed: int) -> list
             raise ValueError(f"curriculum phase {i} selects no records (families={fams})")
         for _ in range(int(phase["epochs"])):
             rng.shuffle(subset)
-            ordered.extend(subset)
+            if group:
+                mega = 50 * group
+                for start in range(0, len(subset), mega):
+                    ordered.extend(sorted(subset[start:start + mega],
+                                          key=lambda r: len(r["question"]) + len(r["answer"]), reverse=True))
+            else:
+                ordered.extend(subset)
     return ordered
 
 
@@ -63,11 +141,18 @@ def label_vocabulary(records: list[dict]) -> dict:
 
 
 class RecipeTrainer(Trainer):
-    """transformers.Trainer with per-module learning rates (`tune.lr_multipliers`)."""
+    """transformers.Trainer with our loss (label positions only) and per-module learning rates."""
 
     def __init__(self, *args, lr_multipliers: dict | None = None, **kwargs):
         self.lr_multipliers = lr_multipliers or {}
         super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = True  # Trainer then counts label tokens over grad-accumulation steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, _ = label_only_loss(model, inputs, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
+        return (loss, None) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.lr_multipliers:
@@ -77,15 +162,44 @@ class RecipeTrainer(Trainer):
                 if p.requires_grad:
                     mult = next((m for key, m in self.lr_multipliers.items() if key in name), 1.0)
                     groups.setdefault(base * mult, []).append(p)
-            self.optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()],
-                                               lr=base, weight_decay=self.args.weight_decay)
+            self.optimizer = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()], lr=base,
+                                               weight_decay=self.args.weight_decay, fused=torch.cuda.is_available())
         return super().create_optimizer()
 
 
-def run_training(recipe: dict) -> Path:
-    """Train as the recipe says; return the folder of the final, standard-format model."""
+def training_arguments(recipe: dict, out: Path) -> TrainingArguments:
+    tr, gpu = recipe["train"], torch.cuda.is_available()
+    if tr["deepspeed"]:
+        from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build
+        single_process_env()
+        skip_cpu_shm_build()
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
+        gradient_accumulation_steps=tr["grad_accum"], learning_rate=float(tr["lr"]),
+        weight_decay=tr["weight_decay"], warmup_steps=float(tr["warmup_ratio"]), lr_scheduler_type=tr["scheduler"],
+        num_train_epochs=1, max_steps=int(tr["max_steps"]), train_sampling_strategy="sequential",
+        logging_steps=tr["logging_steps"], save_strategy="steps", save_steps=tr["save_steps"],
+        save_total_limit=tr["save_total_limit"], seed=tr["seed"], report_to=tr["report_to"],
+        remove_unused_columns=False, dataloader_num_workers=tr["workers"], use_cpu=not gpu,
+        bf16=bool(tr["bf16"]) and gpu, max_grad_norm=tr["max_grad_norm"], disable_tqdm=False,
+        optim="adamw_torch_fused" if gpu else "adamw_torch", deepspeed=tr["deepspeed"] or None,
+    )
+
+
+def run_training(recipe: dict, resume: bool = False) -> Path:
+    """Train as the recipe says; return the folder of the final model (or LoRA adapter)."""
+    recipe = with_defaults(recipe)
+    check_recipe(recipe)
     tr, data = recipe["train"], recipe["data"]
     out = Path(tr["output_dir"])
+    if resume and (out / "model").exists():
+        raise FileExistsError(f"{out / 'model'} exists: that run finished; nothing to resume")
+    start = latest_complete(out / "checkpoints") if resume else None
+    if resume and start is None:
+        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
+    if not resume:
+        set_aside_previous_run(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(tr["seed"])
     records = read_records(data["qa_dir"], split="train")
@@ -93,32 +207,55 @@ def run_training(recipe: dict) -> Path:
     records = [r for r in records if fams == "all" or r["family"] in fams]
     if not records:
         raise ValueError(f"no training records in {data['qa_dir']} (families={fams})")
-    model, processor = build_model(recipe, records, out)
+    path = model_folder(recipe, records, out)
+    model, processor = load_model(path, recipe)
+    check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
     stage0 = recipe["tune"].get("tower_pretrain") or {}
-    if stage0.get("steps", 0) > 0:
+    if stage0.get("steps", 0) > 0 and start is None:
         losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"], float(stage0["lr"]),
                                 stage0.get("batch_size", 32), tr["seed"])
         (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
-    set_trainable(model, recipe["tune"]["mode"])
-    ordered = curriculum_order(records, tr["curriculum"], tr["seed"])
+    model = prepare_trainable(model, recipe)
+    print(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
+          + (f"; resuming from {start}" if start else ""))
+    group = tr["batch_size"] * tr["grad_accum"] if tr["group_by_length"] else 0
+    ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)
     dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"])
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
-        gradient_accumulation_steps=tr["grad_accum"], learning_rate=float(tr["lr"]),
-        weight_decay=tr["weight_decay"], warmup_steps=float(tr["warmup_ratio"]), lr_scheduler_type=tr["scheduler"],
-        num_train_epochs=1, train_sampling_strategy="sequential", logging_steps=tr["logging_steps"],
-        save_steps=tr["save_steps"], save_total_limit=2, seed=tr["seed"], report_to=tr["report_to"],
-        remove_unused_columns=False, dataloader_num_workers=tr["workers"],
-        use_cpu=not torch.cuda.is_available(), bf16=tr["bf16"] and torch.cuda.is_available(),
-        max_grad_norm=tr["max_grad_norm"], disable_tqdm=False,
-    )
-    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=PaddingCollator(processor.tokenizer.pad_token_id),
-                            lr_multipliers=recipe["tune"].get("lr_multipliers"))
-    trainer.train()
-    final = out / "model"
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
-    (final / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
-    (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (out / "data_summary.json").write_text(json.dumps(
+        {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
+         "families": dict(Counter(r["family"] for r in records))}, indent=1))
+    collator = PackingCollator() if tr["packing"] else PaddingCollator(processor.tokenizer.pad_token_id)
+    trainer = RecipeTrainer(model=model, args=training_arguments(recipe, out), train_dataset=dataset,
+                            data_collator=collator, lr_multipliers=recipe["tune"]["lr_multipliers"],
+                            callbacks=[CompletionMarker()])
+    trainer.train(resume_from_checkpoint=str(start) if start else None)
+    return save_final(trainer, processor, records, out)
+
+
+def set_aside_previous_run(out: Path) -> None:
+    """A fresh run in a used output_dir moves the old run's folders to out/previous-<time>/ (never deletes)."""
+    old = [out / n for n in ("checkpoints", "model", "init", "tensorboard") if (out / n).exists()]
+    if old:
+        keep = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        keep.mkdir(parents=True)
+        for folder in old:
+            os.replace(folder, keep / folder.name)
+        print(f"{out} held an earlier run; moved {', '.join(p.name for p in old)} to {keep} "
+              f"(use --resume to continue a run instead)")
+
+
+def save_final(trainer, processor, records, out: Path) -> Path:
+    """Write out/model atomically: weights (or adapter), processor, label vocabulary, recipe, log."""
+    final, tmp = out / "model", out / ".model-partial"
+    if trainer.args.should_save:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
+    if trainer.args.should_save:
+        processor.save_pretrained(tmp)
+        (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
+        shutil.copy(out / "recipe.yaml", tmp / "recipe.yaml")
+        shutil.copy(out / "data_summary.json", tmp / "data_summary.json")
+        os.replace(tmp, final)
+        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     return final

@@ -82,8 +82,9 @@ def test_morphology_present_and_absent(world_records, world):
     assert len(closed) == 96
     for r in closed:
         present = concepts[r["image"]]
-        assert r["answer"] in present and r["options"][r["answer_index"]] == r["answer"]
-        wrong = set(r["options"]) - {r["answer"]}
+        assert r["label"] in present and r["options"][r["answer_index"]] == r["label"]
+        assert r["answer"] == f"The lesion shows {', '.join(sorted(present, key=r['answer'].index))}. Answer: {r['label']}."
+        wrong = set(r["options"]) - {r["label"]}
         assert wrong and wrong <= corpus_terms and not wrong & present
         assert not ({"erythema", "pink"} & wrong and "erythema" in present)
 

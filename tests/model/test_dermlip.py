@@ -10,7 +10,8 @@ open_clip = pytest.importorskip("open_clip")
 
 from dermvqa.model.dermlip import DermLIPError, convert_dermlip, save_converted  # noqa: E402
 
-PAD_IMAGE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "pad-ufes-20" / "examples" / "PAT_8_15_820.png"
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+PAD_IMAGE = SHARED / "pad-ufes-20" / "examples" / "PAT_8_15_820.png"
 
 
 def _open_clip_folder(tmp_path: Path, arch: str, preprocess_cfg: dict | None = None, seed: int = 0):

@@ -21,6 +21,7 @@ def test_bench_runs_every_case_on_cpu():
     assert all(table[c] != "-" for c in CASES), run.stdout[-3000:]  # a number, not an error
     assert "error:" not in run.stdout
     # naive QLoRA keeps from_pretrained's eval mode, so transformers checkpoints nothing
-    assert re.search(r"qlora naive \|.*0 LLM layers checkpointed", run.stdout)
-    assert re.search(r"qlora ours \|.*2 LLM layers checkpointed", run.stdout)
+    assert re.search(r"qlora naive \|.* 0 of 2 LLM layers checkpointed", run.stdout)
+    assert re.search(r"qlora ours \|.* 2 of 2 LLM layers checkpointed", run.stdout)
+    assert re.search(r"\| ours \|.* 0 of 2 LLM layers checkpointed", run.stdout)
     assert "| 1.00 |" in run.stdout  # the best baseline's own ratio

@@ -90,7 +90,8 @@ def test_selective_checkpointing_and_bf16_autocast_step(model):
     pm = apply_lora(model, r=4, alpha=8, dropout=0.05)
     layers = list(pm.get_base_model().model.language_model.layers)
     assert set_checkpointing(pm, 0.5) == 1 and [layer.gradient_checkpointing for layer in layers] == [True, False]
-    assert not any(getattr(m, "gradient_checkpointing", False) for m in pm.get_base_model().model.vision_tower.modules())
+    tower = pm.get_base_model().model.vision_tower
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in tower.modules())
     assert set_checkpointing(pm, 0.0) == 0 and not any(layer.gradient_checkpointing for layer in layers)
     set_checkpointing(pm, 1.0)
     assert keep_lora_inputs_in_compute_dtype(pm) > 0

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 
 def _world(tmp_path, n=16):
-    (tmp_path / "images").mkdir()
+    (tmp_path / "images").mkdir(parents=True)
     recs = []
     for i in range(n):
         c = CONDITIONS[i % 2]

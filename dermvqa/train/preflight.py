@@ -1,0 +1,79 @@
+"""Checks that run before any training step, so a bad recipe or folder fails in seconds, not hours."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PROCESSOR = ("processor_config.json", "preprocessor_config.json")
+TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
+
+
+def check_model_folder(path: str | Path) -> None:
+    """A LLaVA folder must hold config, every weight shard, processor and tokenizer files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if (path / "model.safetensors.index.json").is_file():
+        index = json.loads((path / "model.safetensors.index.json").read_text())
+        missing += sorted({s for s in index.get("weight_map", {}).values() if not (path / s).is_file()})
+    elif not (path / "model.safetensors").is_file():
+        missing.append("model.safetensors (or model.safetensors.index.json + shards)")
+    if not any((path / n).is_file() for n in PROCESSOR):
+        missing.append(" or ".join(PROCESSOR))
+    if not any((path / n).is_file() for n in TOKENIZER):
+        missing.append(" or ".join(TOKENIZER))
+    if missing:
+        raise FileNotFoundError(f"model folder {path} is incomplete, missing: {', '.join(missing)}")
+    if list(path.glob("*.bin")) and not (path / "model.safetensors").is_file() and \
+            not (path / "model.safetensors.index.json").is_file():
+        raise ValueError(f"{path}: only pickle .bin weights; convert them to safetensors first")
+
+
+def check_recipe(recipe: dict) -> None:
+    """Combinations that cannot work, reported before any model is loaded."""
+    tune, tr = recipe["tune"], recipe["train"]
+    mode = tune["mode"]
+    if mode not in ("full", "projector", "lora", "qlora"):
+        raise ValueError(f"tune.mode must be full, projector, lora or qlora, got {mode!r}")
+    if mode in ("lora", "qlora") and not tune.get("lora"):
+        raise ValueError(f"tune.mode={mode} needs a tune.lora section (r, alpha, dropout, targets)")
+    if mode == "qlora" and not tune.get("quant"):
+        raise ValueError("tune.mode=qlora needs a tune.quant section")
+    ds = tr.get("deepspeed")
+    if ds:
+        path = Path(ds)
+        if not path.is_file():
+            raise FileNotFoundError(f"train.deepspeed: {path} does not exist")
+        stage = json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0)
+        if mode == "qlora" and stage == 3:
+            raise ValueError(f"train.deepspeed={ds} is ZeRO-3, which rejects the device_map a 4-bit model needs; "
+                             f"use configs/deepspeed/zero2.json for QLoRA")
+    if not 0 <= float(tr.get("checkpoint_layers", 0)) <= 1:
+        raise ValueError(f"train.checkpoint_layers must be in [0, 1], got {tr['checkpoint_layers']}")
+
+
+def check_lengths(processor, records: list[dict], max_length: int, image_tokens: int, worst: int = 200) -> None:
+    """Every prompt (image tokens included) must leave room for an answer token within max_length.
+
+    Checks the template with an empty question first, then the `worst` longest questions.
+    """
+    tokenizer = processor.tokenizer
+
+    def prompt_tokens(question: str) -> int:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(ids) - ids.count(processor.image_token_id) + image_tokens
+
+    base = prompt_tokens("")
+    if base >= max_length:
+        raise ValueError(f"data.max_length={max_length} cannot hold even an empty prompt: {image_tokens} image "
+                         f"tokens + template = {base} tokens; raise max_length above {base + 32}")
+    longest = sorted(records, key=lambda r: len(r["question"]), reverse=True)[:worst]
+    too_long = [(r["id"], n) for r in longest if (n := prompt_tokens(r["question"])) >= max_length]
+    if too_long:
+        shown = ", ".join(f"{rid} ({n} tokens)" for rid, n in too_long[:5])
+        raise ValueError(f"data.max_length={max_length} would cut into the prompt of {len(too_long)} of the "
+                         f"{len(longest)} longest questions, e.g. {shown}; raise max_length or drop them")

@@ -1,0 +1,97 @@
+"""`dermvqa export`: LoRA merged offline into a folder that plain transformers loads and that generates alike."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from dermvqa.train.export import export
+from dermvqa.train.trainer import run_training
+from tests.train.tiny_run import LORA, make_world, recipe
+
+QUESTIONS = ["What is the most likely diagnosis?", "Is this Psoriasis (plaque)?"]
+# Runs in a fresh interpreter that never imports dermvqa (asserted at the end).
+PLAIN = """
+import json, sys, torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+folder, images, questions = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
+processor = AutoProcessor.from_pretrained(folder)
+out = []
+for path, q in zip(images, questions):
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    batch = processor(images=Image.open(path).convert("RGB"), text=text, return_tensors="pt")
+    ids = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    out.append(ids[0, batch["input_ids"].shape[1]:].tolist())
+assert not any(m == "dermvqa" or m.startswith("dermvqa.") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def _generate(model, processor, images, questions):
+    out = []
+    for path, q in zip(images, questions):
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+        text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        batch = processor(images=Image.open(path).convert("RGB"), text=text, return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(**batch, max_new_tokens=8, do_sample=False,
+                                 pad_token_id=processor.tokenizer.pad_token_id)
+        out.append(ids[0, batch["input_ids"].shape[1]:].tolist())
+    return out, batch
+
+
+def test_exported_lora_model_loads_plain_and_generates_the_same(tmp_path):
+    from peft import PeftModel
+
+    world = make_world(tmp_path / "w")
+    final = run_training(recipe(world, tmp_path / "run", epochs=4, extra=("tune.mode=lora", LORA)))
+    images = [str(world / "images" / "0.png"), str(world / "images" / "1.png")]
+    base = LlavaForConditionalGeneration.from_pretrained(tmp_path / "run" / "init").eval()
+    processor = AutoProcessor.from_pretrained(final)
+    with torch.no_grad():
+        _, batch = _generate(base, processor, images[:1], QUESTIONS[:1])
+        base_logits = base(**batch).logits
+    peft_model = PeftModel.from_pretrained(base, final).eval()
+    before, _ = _generate(peft_model, processor, images, QUESTIONS)
+
+    out = export(final, tmp_path / "exported", dtype="float32")
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert not (out / "adapter_config.json").exists()
+    run = subprocess.run([sys.executable, "-c", PLAIN, str(out), json.dumps(images), json.dumps(QUESTIONS)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = json.loads(run.stdout.strip().splitlines()[-1])
+    assert after == before and all(len(t) > 0 for t in after)
+
+    merged = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert (merged(**batch).logits - base_logits).abs().max() > 1e-4  # the adapter really was merged in
+    card = (out / "README.md").read_text()
+    for needle in ("license: cc-by-nc-4.0", "CC BY-NC 4.0", "## Intended use", "## Limitations", "mode: lora",
+                   "records: 24", "LoRA adapter"):
+        assert needle in card, needle
+    assert (out / "recipe.yaml").is_file()
+    trained = load_file(final / "adapter_model.safetensors")
+    key = next(k for k in trained if k.endswith("multi_modal_projector.linear_1.weight"))
+    assert torch.equal(merged.model.multi_modal_projector.linear_1.weight, trained[key])  # the trained copy, not init
+    with pytest.raises(FileExistsError):
+        export(final, out)
+
+
+def test_export_refuses_incomplete_sources(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(FileNotFoundError, match="neither adapter_config.json nor config.json"):
+        export(tmp_path / "a", tmp_path / "o1")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path)}))
+    with pytest.raises(FileNotFoundError, match="half-written"):
+        export(tmp_path / "b", tmp_path / "o2")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

@@ -1,0 +1,86 @@
+"""Full, projector, LoRA and QLoRA (bitsandbytes CPU backend) training all run through `run_training`."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dermvqa.train.trainer import curriculum_order, load_model, prepare_trainable, run_training
+from tests.train.tiny_run import LORA, losses, make_world, recipe
+
+QUANT = ("tune.quant={type: nf4, double_quant: true, compute_dtype: float32, "
+         "skip_modules: [model.vision_tower, model.multi_modal_projector, lm_head]}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def _curve(out):
+    return losses(json.loads((out / "train_log.json").read_text()))
+
+
+def test_full_tuning_runs_and_saves_a_model(world, tmp_path):
+    final = run_training(recipe(world, tmp_path / "run", epochs=3))
+    curve = _curve(tmp_path / "run")
+    assert len(curve) == 18 and all(v == v for v in curve.values())
+    assert (final / "model.safetensors").is_file() and not (final / "adapter_config.json").exists()
+    assert (final / "recipe.yaml").is_file() and json.loads((final / "data_summary.json").read_text())["records"] == 24
+
+
+def test_lora_trains_adapters_and_projector_only(world, tmp_path):
+    final = run_training(recipe(world, tmp_path / "run", extra=("tune.mode=lora", LORA,
+                                                                 "tune.lr_multipliers={multi_modal_projector: 0.1}")))
+    config = json.loads((final / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["modules_to_save"] == ["multi_modal_projector"]
+    assert config["base_model_name_or_path"] == str((tmp_path / "run" / "init").resolve())
+    weights = load_file(final / "adapter_model.safetensors")
+    assert any("lora_B" in k for k in weights) and any("multi_modal_projector" in k for k in weights)
+    assert not any("vision_tower" in k or "embed_tokens" in k for k in weights)
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # B starts at zero: it trained
+
+
+def test_projector_mode_changes_only_the_projector(world, tmp_path):
+    final = run_training(recipe(world, tmp_path / "run", extra=("tune.mode=projector",)))
+    before = load_file(tmp_path / "run" / "init" / "model.safetensors")
+    after = load_file(final / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("multi_modal_projector" in k for k in changed)
+
+
+def test_qlora_on_cpu_quantizes_llm_only_and_trains(world, tmp_path):
+    import bitsandbytes as bnb
+
+    r = recipe(world, tmp_path / "run", extra=("tune.mode=qlora", LORA, QUANT))
+    final = run_training(r)
+    assert len(_curve(tmp_path / "run")) == 12 and (final / "adapter_model.safetensors").is_file()
+    model, _ = load_model(tmp_path / "run" / "init", r | {"train": {**r["train"], "deepspeed": None}})
+    kinds = {n: type(m) for n, m in model.named_modules()}
+    assert any(k is bnb.nn.Linear4bit for n, k in kinds.items() if n.startswith("model.language_model."))
+    assert not any(k is bnb.nn.Linear4bit for n, k in kinds.items() if not n.startswith("model.language_model."))
+    model = prepare_trainable(model, r)
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_length_grouping_keeps_phases_and_groups_lengths():
+    recs = [{"family": "diagnosis" if i < 8 else "yes_no", "question": "q" * (i % 5), "answer": "a" * i, "id": i}
+            for i in range(16)]
+    order = curriculum_order(recs, [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 1}], 0,
+                             group=2)
+    assert [r["family"] for r in order[:8]] == ["diagnosis"] * 8 and len(order) == 24
+    lengths = [len(r["question"]) + len(r["answer"]) for r in order[:8]]
+    assert lengths == sorted(lengths, reverse=True)  # one mega-batch of 100 holds the whole phase
+
+
+def test_build_kind_joins_tower_and_llm_then_trains_projector(world, tmp_path):
+    from tests.model.test_builder import make_clip, make_llm
+
+    vision, llm = make_clip(tmp_path / "clip"), make_llm(tmp_path / "llm")
+    final = run_training(recipe(world, tmp_path / "run", epochs=1, extra=(
+        "model.kind=build", f"model.build={{vision: {vision}, llm: {llm}, projector: mlp2x_gelu, feature_layer: -2}}",
+        "tune.mode=projector", "data.max_length=260", "train.report_to=[tensorboard]")))
+    info = json.loads((tmp_path / "run" / "init" / "BUILD_INFO.json").read_text())
+    assert info["image_seq_length"] == 196 and (final / "model.safetensors").is_file()
+    assert len(_curve(tmp_path / "run")) == 6
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
