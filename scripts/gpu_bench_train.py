@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dermvqa.data.collator import PaddingCollator  # noqa: E402
 from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build  # noqa: E402
-from dermvqa.train.packing import PackingCollator, real_tokens  # noqa: E402
+from dermvqa.train.packing import PackingCollator  # noqa: E402
 from dermvqa.train.step import checkpointing  # noqa: E402
 from dermvqa.train.tuning import apply_lora, quantization_config  # noqa: E402
 
@@ -80,7 +80,12 @@ def build_model(args, device, dtype):
     config._attn_implementation = "sdpa"
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype)
-    return model.train(), n_image
+    return _remember_projector(model).train(), n_image
+
+
+def _remember_projector(model):
+    model._projector_init = {k: v.clone() for k, v in model.model.multi_modal_projector.state_dict().items()}
+    return model
 
 
 def make_batches(args, n_image, vocab, image_id, image_size, batch, target_len=None, seed=0):
@@ -111,7 +116,7 @@ def timed_loop(step, batches, collate, device, dtype, warmup, deadline):
     tokens, seconds, done = 0, 0.0, 0
     for i, examples in enumerate(batches):
         batch = collate(examples)
-        n = real_tokens(batch)
+        n = sum(len(e["input_ids"]) for e in examples)  # real tokens, whatever the collator pads
         sync(device)
         t0 = time.perf_counter()
         step(to_device(batch, device, dtype))
@@ -213,8 +218,8 @@ def ours_case(model, batches, args, device, deadline, fraction, recipe_name="sta
 
     dataset = [e for b in batches for e in b]
     trainer = RecipeTrainer(model=pm, args=training_arguments(recipe, out), train_dataset=dataset,
-                            data_collator=PackingCollator(), lr_multipliers=recipe["tune"]["lr_multipliers"],
-                            callbacks=[Timer()])
+                            data_collator=PackingCollator(recipe["data"]["max_length"]),
+                            lr_multipliers=recipe["tune"]["lr_multipliers"], callbacks=[Timer()])
     try:
         trainer.train()
         params = [p for p in pm.parameters() if p.requires_grad]
@@ -226,9 +231,19 @@ def ours_case(model, batches, args, device, deadline, fraction, recipe_name="sta
 
 
 def _undo(pm, model):
-    """Remove adapters and checkpointing so the next case starts from the same base model."""
+    """Remove adapters and checkpointing so the next case starts from the same base model.
+
+    unload() keeps the trained projector copy, which an engine may have hooked or re-pointed into
+    its flat buffers; a fresh projector with the original weights replaces it.
+    """
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     base = pm.unload()
     assert base is model
+    old = base.model.multi_modal_projector
+    fresh = LlavaMultiModalProjector(base.config).to(old.linear_1.weight.device, old.linear_1.weight.dtype)
+    fresh.load_state_dict(base._projector_init)
+    base.model.multi_modal_projector = fresh.requires_grad_(False)
     checkpointing(base, False)
     base.train()
     gc.collect()
@@ -248,8 +263,8 @@ def load_4bit(path, device):
         quant = {**quant, "compute_dtype": "float32"}
     quant = quantization_config(quant)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32  # as load_model chooses
-    return LlavaForConditionalGeneration.from_pretrained(path, quantization_config=quant, dtype=dtype,
-                                                         device_map={"": 0 if device == "cuda" else "cpu"})
+    return _remember_projector(LlavaForConditionalGeneration.from_pretrained(
+        path, quantization_config=quant, dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"}))
 
 
 def qlora_naive_case(model, batches, args, device, deadline, train_mode=True):
@@ -305,6 +320,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--qlora-batch", type=int, default=4)
+    ap.add_argument("--qlora-reserve-s", type=float, default=110.0,
+                    help="seconds of the budget kept for saving, 4-bit loading and the QLoRA cases")
     ap.add_argument("--skip", nargs="*", default=[], help="case names to skip")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -325,10 +342,11 @@ def main(argv=None):
           f"min {min(lengths)} max {max(lengths)}; build {time.perf_counter() - start:.0f}s", flush=True)
     rows = []
 
-    def run(name, fn, *fargs, **fkw):
+    def run(name, fn, *fargs, reserve=0.0, **fkw):
+        """One case; it is not started when fewer than 5 s (+ `reserve` kept for later cases) are left."""
         if name in args.skip:
             return
-        left = args.budget_s - (time.perf_counter() - start)
+        left = args.budget_s - reserve - (time.perf_counter() - start)
         if left < 5:
             rows.append((name, None, None, None, "skipped: time budget spent"))
             print(f"{name:<22} skipped: time budget spent", flush=True)
@@ -356,15 +374,17 @@ def main(argv=None):
         print(f"{name:<22} {tps:>14}  peak {peak}  steps {row[3]}  {row[4]}  "
               f"[{time.perf_counter() - start:.0f}s]", flush=True)
 
-    run("plain+ckpt", plain_case, model, batches, args, device, dtype, ckpt=True)
-    run("zero2", zero2_case, model, batches, args, device, dtype, ckpt=False)
-    run("ours", ours_case, model, batches, args, device, fraction=0.0)
-    if rows[-1][1] is None and rows[-1][0] == "ours":  # no room without checkpointing: keep half
-        run("ours (ckpt 1/2)", ours_case, model, batches, args, device, fraction=0.5)
-    run("zero2+ckpt", zero2_case, model, batches, args, device, dtype, ckpt=True)
-    run("plain", plain_case, model, batches, args, device, dtype, ckpt=False)
-    run("plain+ckpt+autocast", plain_case, model, batches, args, device, dtype, ckpt=True, autocast=True)
-    run("ours (ckpt all)", ours_case, model, batches, args, device, fraction=1.0)
+    keep = args.qlora_reserve_s
+    run("plain+ckpt", plain_case, model, batches, args, device, dtype, ckpt=True, reserve=keep)
+    run("zero2", zero2_case, model, batches, args, device, dtype, ckpt=False, reserve=keep)
+    run("ours", ours_case, model, batches, args, device, fraction=0.0, reserve=keep)
+    if rows and rows[-1][0] == "ours" and rows[-1][4].startswith("error"):  # e.g. out of memory: checkpoint half
+        run("ours (ckpt 1/2)", ours_case, model, batches, args, device, fraction=0.5, reserve=keep)
+    run("zero2+ckpt", zero2_case, model, batches, args, device, dtype, ckpt=True, reserve=keep)
+    run("plain", plain_case, model, batches, args, device, dtype, ckpt=False, reserve=keep)
+    run("plain+ckpt+autocast", plain_case, model, batches, args, device, dtype, ckpt=True, autocast=True,
+        reserve=keep)
+    run("ours (ckpt all)", ours_case, model, batches, args, device, fraction=1.0, reserve=keep)
 
     qbatches = make_batches(args, n_image, tcfg.vocab_size, model.config.image_token_id, vcfg.image_size,
                             args.qlora_batch, target_len=450, seed=1)

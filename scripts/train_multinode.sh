@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train across nodes: `HOSTFILE=scripts/hostfile.example MASTER_ADDR=node1 scripts/train_multinode.sh CONFIG ...`
 # Run it on the first node. The deepspeed launcher reaches the others over passwordless ssh
-# (pdsh); every node needs this repository at the same path, the same venv and the data.
+# (pdsh); every node needs this repository at the same path, the same venv and the data, and
+# train.output_dir must be on a filesystem all nodes share (process 0 writes the run folder).
 # Without ssh, start one launcher per node instead, each with its NODE_RANK:
 #   torchrun --nnodes N --node_rank $NODE_RANK --nproc_per_node 8 --master_addr $MASTER_ADDR \
 #            --master_port 29500 $(command -v dermvqa) train CONFIG ...

@@ -1,8 +1,9 @@
-"""DeepSpeed outside its launcher: one process (tests, one GPU) and the CPU build it can skip."""
+"""DeepSpeed glue: one process without a launcher, the CPU build it can skip, ZeRO-3 init kept off builds."""
 from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 
 
 def single_process_env() -> None:
@@ -31,3 +32,16 @@ def skip_cpu_shm_build() -> None:
     ds_torch = importlib.import_module("deepspeed.comm.torch")
     if hasattr(ds_torch, "build_shm_op"):
         ds_torch.build_shm_op = lambda: None
+
+
+@contextmanager
+def without_zero3_init(args):
+    """Build and save whole models inside: ZeRO-3's partitioned init would save empty tensors."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(args, "hf_deepspeed_config", None) is not None:
+            set_hf_deepspeed_config(args.hf_deepspeed_config)

@@ -1,12 +1,14 @@
-"""Padding-free batches: every example of a batch concatenated into one row, positions restarting at 0.
+"""Padding-free batches: examples packed into rows of at most `capacity` tokens, positions restarting at 0.
 
 transformers 5 sees `position_ids` restart without an attention mask and builds a block-diagonal
-causal mask (masking_utils.find_packed_sequence_indices), so no token attends across examples and
-no compute is spent on padding. That detection is skipped when a KV cache exists, so the batch
-carries `use_cache=False`: without it the examples of a row would silently attend to each other.
-The first label of each example is ignored so the previous example's last token is never trained
-to predict it. Images stay in example order, which is the
-order LLaVA scatters their features into the `<image>` positions.
+causal mask (masking_utils.find_packed_sequence_indices), so no token attends across examples.
+That detection is skipped when a KV cache exists, so the batch carries `use_cache=False`: without
+it the examples of a row would silently attend to each other. Rows are filled first-fit longest
+first and are only as long as the longest row: one long row would make sdpa's masked attention
+cost grow with the square of the whole batch, rows near max_length keep it near per-example cost.
+The few tokens that even out row lengths form their own segment with no labels. The first label
+of each example is ignored so the previous example's last token is never trained to predict it.
+Images follow the examples' order in the rows, the order LLaVA scatters their features in.
 """
 from __future__ import annotations
 
@@ -15,28 +17,49 @@ import torch
 IGNORE_INDEX = -100
 
 
+def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into rows of total length <= capacity, longest first (first-fit decreasing)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if lengths[i] > capacity:
+            raise ValueError(f"example of {lengths[i]} tokens does not fit a packed row of {capacity}")
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([])
+            room.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        room[slot] -= lengths[i]
+    return rows
+
+
 class PackingCollator:
-    """Examples {input_ids, labels, pixel_values} -> one packed row + stacked images."""
+    """Examples {input_ids, labels, pixel_values} -> packed rows (input_ids, labels, position_ids) + images."""
+
+    def __init__(self, capacity: int, pad_token_id: int = 0):
+        self.capacity, self.pad_token_id = capacity, pad_token_id
 
     def __call__(self, examples: list[dict]) -> dict:
-        ids, labels, positions = [], [], []
         for e in examples:
-            n = len(e["input_ids"])
-            if n == 0 or len(e["labels"]) != n:
-                raise ValueError(f"example with {n} input ids and {len(e['labels'])} labels cannot be packed")
-            ids.append(torch.as_tensor(e["input_ids"], dtype=torch.long))
-            lab = torch.as_tensor(e["labels"], dtype=torch.long).clone()
-            lab[0] = IGNORE_INDEX
-            labels.append(lab)
-            positions.append(torch.arange(n, dtype=torch.long))
-        batch = {"input_ids": torch.cat(ids)[None], "labels": torch.cat(labels)[None],
-                 "position_ids": torch.cat(positions)[None], "use_cache": False}
+            if not e["input_ids"] or len(e["labels"]) != len(e["input_ids"]):
+                raise ValueError(f"example with {len(e['input_ids'])} input ids and {len(e['labels'])} labels "
+                                 f"cannot be packed")
+        rows = first_fit([len(e["input_ids"]) for e in examples], self.capacity)
+        width = max(sum(len(examples[i]["input_ids"]) for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                n = len(examples[i]["input_ids"])
+                ids[r, at:at + n] = torch.as_tensor(examples[i]["input_ids"])
+                labels[r, at + 1:at + n] = torch.as_tensor(examples[i]["labels"][1:])
+                positions[r, at:at + n] = torch.arange(n)
+                at += n
+            positions[r, at:] = torch.arange(width - at)  # filler segment, attends only to itself
+        batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "use_cache": False}
         if "pixel_values" in examples[0]:
-            batch["pixel_values"] = torch.stack([e["pixel_values"] for e in examples])
+            batch["pixel_values"] = torch.stack([examples[i]["pixel_values"] for row in rows for i in row])
         return batch
-
-
-def real_tokens(batch: dict) -> int:
-    """Non-padding tokens in a padded (attention_mask) or packed (no mask) batch."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()

@@ -77,3 +77,16 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
         shown = ", ".join(f"{rid} ({n} tokens)" for rid, n in too_long[:5])
         raise ValueError(f"data.max_length={max_length} would cut into the prompt of {len(too_long)} of the "
                          f"{len(longest)} longest questions, e.g. {shown}; raise max_length or drop them")
+
+
+def check_images(records: list[dict], image_root: str | Path) -> None:
+    """Every record's image file exists (a stat per distinct image; unreadable files fail at load time)."""
+    root = Path(image_root)
+    missing = {}
+    for r in records:
+        if r["image"] not in missing and not (root / r["image"]).is_file():
+            missing[r["image"]] = r["id"]
+    if missing:
+        image, rid = next(iter(missing.items()))
+        more = f" (and {len(missing) - 1} more missing images)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"record {rid}: image file not found: {root / image}{more}")

@@ -25,8 +25,9 @@ from data_gen.records import read_records
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.train.checkpoints import CompletionMarker, latest_complete
+from dermvqa.train.ds_env import without_zero3_init
 from dermvqa.train.packing import PackingCollator
-from dermvqa.train.preflight import check_lengths, check_model_folder, check_recipe
+from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
 from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
 from dermvqa.train.tower_pretrain import pretrain_tower
 from dermvqa.train.tuning import apply_lora, quantization_config, set_trainable, trainable_summary
@@ -173,7 +174,6 @@ def training_arguments(recipe: dict, out: Path) -> TrainingArguments:
         from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build
         single_process_env()
         skip_cpu_shm_build()
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     return TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
         gradient_accumulation_steps=tr["grad_accum"], learning_rate=float(tr["lr"]),
@@ -188,47 +188,64 @@ def training_arguments(recipe: dict, out: Path) -> TrainingArguments:
 
 
 def run_training(recipe: dict, resume: bool = False) -> Path:
-    """Train as the recipe says; return the folder of the final model (or LoRA adapter)."""
+    """Train as the recipe says; return the folder of the final model (or LoRA adapter).
+
+    Under a multi-process launcher, process 0 prepares the run folder and builds the start model
+    while the others wait (`main_process_first`); output_dir must be on a filesystem all share.
+    """
     recipe = with_defaults(recipe)
     check_recipe(recipe)
     tr, data = recipe["train"], recipe["data"]
     out = Path(tr["output_dir"])
     if resume and (out / "model").exists():
         raise FileExistsError(f"{out / 'model'} exists: that run finished; nothing to resume")
-    start = latest_complete(out / "checkpoints") if resume else None
-    if resume and start is None:
-        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
-    if not resume:
-        set_aside_previous_run(out)
-    out.mkdir(parents=True, exist_ok=True)
     set_seed(tr["seed"])
     records = read_records(data["qa_dir"], split="train")
     fams = data.get("families", "all")
     records = [r for r in records if fams == "all" or r["family"] in fams]
     if not records:
         raise ValueError(f"no training records in {data['qa_dir']} (families={fams})")
-    path = model_folder(recipe, records, out)
-    model, processor = load_model(path, recipe)
-    check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
-    stage0 = recipe["tune"].get("tower_pretrain") or {}
-    if stage0.get("steps", 0) > 0 and start is None:
-        losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"], float(stage0["lr"]),
-                                stage0.get("batch_size", 32), tr["seed"])
-        (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
-    model = prepare_trainable(model, recipe)
+    check_images(records, data["image_root"])
+    args = training_arguments(recipe, out)  # sets up the process group when launched with several
+    with args.main_process_first(local=False, desc="run folder and start model"):
+        if args.should_save:
+            if resume:
+                latest_complete(out / "checkpoints")  # moves half-written checkpoints aside
+            else:
+                set_aside_previous_run(out)
+            out.mkdir(parents=True, exist_ok=True)
+        with without_zero3_init(args):
+            path = model_folder(recipe, records, out)
+    start = latest_complete(out / "checkpoints", set_aside=False) if resume else None
+    if resume and start is None:
+        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
+    with without_zero3_init(args):  # whole weights and the usual LoRA init; the engine partitions them later
+        model, processor = load_model(path, recipe)
+        check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
+        stage0 = recipe["tune"].get("tower_pretrain") or {}
+        if stage0.get("steps", 0) > 0 and start is None:
+            losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
+                                    float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"])
+            (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
+        model = prepare_trainable(model, recipe)
     print(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
           + (f"; resuming from {start}" if start else ""))
     group = tr["batch_size"] * tr["grad_accum"] if tr["group_by_length"] else 0
     ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)
     dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"])
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    (out / "data_summary.json").write_text(json.dumps(
-        {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
-         "families": dict(Counter(r["family"] for r in records))}, indent=1))
-    collator = PackingCollator() if tr["packing"] else PaddingCollator(processor.tokenizer.pad_token_id)
-    trainer = RecipeTrainer(model=model, args=training_arguments(recipe, out), train_dataset=dataset,
-                            data_collator=collator, lr_multipliers=recipe["tune"]["lr_multipliers"],
-                            callbacks=[CompletionMarker()])
+    if args.should_save:
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        (out / "data_summary.json").write_text(json.dumps(
+            {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
+             "families": dict(Counter(r["family"] for r in records))}, indent=1))
+    pad = processor.tokenizer.pad_token_id
+    collator = PackingCollator(data["max_length"], pad) if tr["packing"] else PaddingCollator(pad)
+    trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                            processing_class=processor,  # saved into every checkpoint, so each one exports
+                            lr_multipliers=recipe["tune"]["lr_multipliers"], callbacks=[CompletionMarker()])
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback" and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+            callback.logging_dir = str(out / "tensorboard")  # instead of checkpoints/runs/<date>
     trainer.train(resume_from_checkpoint=str(start) if start else None)
     return save_final(trainer, processor, records, out)
 

@@ -52,7 +52,8 @@ def test_exported_lora_model_loads_plain_and_generates_the_same(tmp_path):
     from peft import PeftModel
 
     world = make_world(tmp_path / "w")
-    final = run_training(recipe(world, tmp_path / "run", epochs=4, extra=("tune.mode=lora", LORA)))
+    final = run_training(recipe(world, tmp_path / "run", epochs=4, extra=("tune.mode=lora", LORA,
+                                                                          "train.save_steps=12")))
     images = [str(world / "images" / "0.png"), str(world / "images" / "1.png")]
     base = LlavaForConditionalGeneration.from_pretrained(tmp_path / "run" / "init").eval()
     processor = AutoProcessor.from_pretrained(final)
@@ -84,6 +85,10 @@ def test_exported_lora_model_loads_plain_and_generates_the_same(tmp_path):
     assert torch.equal(merged.model.multi_modal_projector.linear_1.weight, trained[key])  # the trained copy, not init
     with pytest.raises(FileExistsError):
         export(final, out)
+    # a mid-run checkpoint exports the same way (the processor is saved into each checkpoint)
+    mid = export(tmp_path / "run" / "checkpoints" / "checkpoint-12", tmp_path / "mid", dtype="float32")
+    LlavaForConditionalGeneration.from_pretrained(mid)
+    assert AutoProcessor.from_pretrained(mid).image_token == processor.image_token
 
 
 def test_export_refuses_incomplete_sources(tmp_path):
@@ -95,3 +100,13 @@ def test_export_refuses_incomplete_sources(tmp_path):
     with pytest.raises(FileNotFoundError, match="half-written"):
         export(tmp_path / "b", tmp_path / "o2")
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_export_command_reports_bad_source(tmp_path):
+    from typer.testing import CliRunner
+
+    from dermvqa.cli import app
+
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "neither adapter_config.json nor config.json" in str(res.exception)

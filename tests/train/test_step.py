@@ -4,7 +4,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from dermvqa.data.collator import PaddingCollator
-from dermvqa.train.packing import PackingCollator, real_tokens
+from dermvqa.train.packing import PackingCollator, first_fit
 from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
 from dermvqa.train.tuning import apply_lora, lora_targets
 
@@ -28,13 +28,14 @@ def _examples(model, lengths=(5, 9, 3), seed=0):
     return out
 
 
-def test_packed_label_only_loss_and_grads_match_padded(model):
+@pytest.mark.parametrize("capacity", [1000, 150])  # one row, or rows of several examples plus filler
+def test_packed_label_only_loss_and_grads_match_padded(model, capacity):
     model.train(False)  # no dropout: the two paths must agree exactly
     examples = _examples(model)
     padded = PaddingCollator(0)(examples)
-    packed = PackingCollator()(examples)
-    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed and packed["use_cache"] is False
-    assert real_tokens(packed) == real_tokens(padded) == sum(len(e["input_ids"]) for e in examples)
+    packed = PackingCollator(capacity)(examples)
+    assert packed["input_ids"].shape[0] == (1 if capacity == 1000 else 2)
+    assert "attention_mask" not in packed and packed["use_cache"] is False
     ref = model(**padded).loss
     ref.backward()
     ref_grad = model.model.multi_modal_projector.linear_1.weight.grad.clone()
@@ -49,27 +50,23 @@ def test_packed_label_only_loss_and_grads_match_padded(model):
     assert abs(label_only_loss(model, packed, num_items_in_batch=2 * n)[0].item() - ref.item() / 2) < 1e-5
 
 
+def _logits(model, examples, use_cache=False):
+    batch = PackingCollator(1000)(examples)
+    batch.pop("labels")
+    with torch.no_grad():
+        return model(**{**batch, "use_cache": use_cache}).logits[0]
+
+
 def test_packed_examples_do_not_see_each_other(model):
     model.train(False)
-    a, b = _examples(model, (6, 7))
+    b, a = _examples(model, (3, 9))  # rows are filled longest first: a, then b
     a2 = dict(a, input_ids=a["input_ids"][:-3] + [11, 12, 13], pixel_values=a["pixel_values"] + 1)
-    logits = []
-    for first in (a, a2):
-        batch = PackingCollator()([first, b])
-        batch.pop("labels")
-        with torch.no_grad():
-            logits.append(model(**batch).logits[0, len(first["input_ids"]):])
-    alone = PackingCollator()([b])
-    alone.pop("labels")
-    with torch.no_grad():
-        solo = model(**alone).logits[0]
-    assert torch.allclose(logits[0], logits[1], atol=1e-5) and torch.allclose(logits[0], solo, atol=1e-5)
+    n = len(a["input_ids"])
+    with_a, with_a2, solo = _logits(model, [a, b])[n:], _logits(model, [a2, b])[n:], _logits(model, [b])
+    assert not torch.allclose(_logits(model, [a])[-1], _logits(model, [a2])[-1], atol=1e-3)  # a2 really differs
+    assert torch.allclose(with_a, with_a2, atol=1e-5) and torch.allclose(with_a, solo, atol=1e-5)
     # the trap the collator's use_cache=False closes: with a cache the mask is plain causal across examples
-    leaky = PackingCollator()([a2, b])
-    leaky.pop("labels")
-    with torch.no_grad():
-        crossed = model(**{**leaky, "use_cache": True}).logits[0, len(a2["input_ids"]):]
-    assert not torch.allclose(crossed, solo, atol=1e-3)
+    assert not torch.allclose(_logits(model, [a, b], use_cache=True)[n:], solo, atol=1e-3)
 
 
 def test_lora_targets_only_llm_linears_and_projector_trains(model):
@@ -95,7 +92,7 @@ def test_selective_checkpointing_and_bf16_autocast_step(model):
     assert set_checkpointing(pm, 0.0) == 0 and not any(layer.gradient_checkpointing for layer in layers)
     set_checkpointing(pm, 1.0)
     assert keep_lora_inputs_in_compute_dtype(pm) > 0
-    batch = PackingCollator()(_examples(model))
+    batch = PackingCollator(1000)(_examples(model))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, _ = label_only_loss(pm, batch)
     loss.backward()
@@ -103,3 +100,10 @@ def test_selective_checkpointing_and_bf16_autocast_step(model):
     assert lora_a.dtype == torch.float32 and lora_a.grad is not None and torch.isfinite(loss)
     with pytest.raises(ValueError, match="fraction"):
         set_checkpointing(pm, 1.5)
+
+
+def test_first_fit_rows():
+    assert first_fit([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
+    assert sorted(i for row in first_fit([7] * 5, 7) for i in row) == list(range(5))
+    with pytest.raises(ValueError, match="does not fit"):
+        first_fit([9], 8)

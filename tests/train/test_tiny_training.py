@@ -26,12 +26,13 @@ def _world(tmp_path, n=16):
     return tmp_path
 
 
-def _recipe(world, out, steps_epochs=6):
+def _recipe(world, out, steps_epochs=10):
     return load_recipe(REPO / "configs" / "tiny_cpu.yaml", [
         f"data.qa_dir={world / 'qa'}", f"data.image_root={world / 'images'}", f"train.output_dir={out}",
         "model.tiny={image_size: 32, patch_size: 8, vision_width: 32, vision_layers: 1, text_width: 32, "
         "text_layers: 1, vocab_size: 300, feature_layer: -1}",
         f"train.curriculum=[{{families: [diagnosis], epochs: 1}}, {{families: all, epochs: {steps_epochs}}}]",
+        "tune.tower_pretrain={steps: 20, lr: 2.0e-3, batch_size: 8}", "train.lr=3e-3",
         "train.batch_size=8", "train.logging_steps=1", "train.report_to=[]", "train.save_steps=1000"])
 
 
