@@ -1,1 +1,1 @@
-"""dermvqa.data"""
+"""QA records -> chat turns -> token ids with labels on assistant turns only, images -> pixel tensors."""

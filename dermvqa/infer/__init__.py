@@ -1,1 +1,1 @@
-"""dermvqa.infer"""
+"""Using a trained model: batched greedy answers, option likelihood, chat state, caption reports."""

@@ -1,1 +1,1 @@
-"""dermvqa.model"""
+"""Vision tower (DermLIP conversion), projector and LLM joined into a standard LLaVA; the tiny test model."""

@@ -1,1 +1,1 @@
-"""dermvqa.serve"""
+"""Serving a model on this machine: gradio web chat, OpenAI-compatible API, terminal chat."""
