@@ -39,11 +39,6 @@ class QADataset(Dataset):
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"record {rec['id']}: image file {path} is not a readable image ({e})") from None
 
-    def lengths(self) -> list[int]:
-        """Approximate token lengths (image tokens + text) for length-grouped batching."""
-        return [self.n_image + len(self.tokenizer(r["question"] + " " + r["answer"])["input_ids"]) + 8
-                for r in self.records]
-
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
         tokens = self._cached(("tokens", rec["id"]), lambda: self._tokens(rec))

@@ -14,7 +14,7 @@ def _digest(folder):
 
 def test_world_is_a_derm1m_release_and_deterministic(tmp_path):
     a = build_world(tmp_path / "a", n_images=48, size=64, seed=3, progress=False)
-    b = build_world(tmp_path / "b", n_images=48, size=64, seed=3, progress=False)
+    build_world(tmp_path / "b", n_images=48, size=64, seed=3, progress=False)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     rows = list(csv.DictReader(open(a, encoding="utf-8")))
     assert list(rows[0]) == DERM1M_COLUMNS + ["fitzpatrick"]
