@@ -46,6 +46,12 @@ class RowContext:
             return self.paths[0]
         return None
 
+    def skip_without_single_diagnosis(self, family: str) -> list:
+        """The skip for a family that needs exactly one diagnosis when the row has none, a group, or several."""
+        if not self.paths:
+            return self.skip(family, "no diagnosis", missing=True)
+        return self.skip(family, "needs exactly one diagnosis (not a group, not several)", self.row.disease_label)
+
     def skip(self, family: str, reason: str, detail: str = "", missing: bool = False) -> list:
         """Record why a family made nothing for this row; `missing` = the field it needs is empty."""
         if missing:

@@ -16,9 +16,7 @@ ANSWERS = []
 def build(ctx: RowContext) -> list:
     dx = ctx.single_diagnosis
     if dx is None:
-        if not ctx.paths:
-            return ctx.skip(NAME, "no diagnosis", missing=True)
-        return ctx.skip(NAME, "needs exactly one diagnosis (not a group, not several)", ctx.row.disease_label)
+        return ctx.skip_without_single_diagnosis(NAME)
     if not ctx.plan.mc_options:
         return ctx.skip(NAME, "fewer than two unrelated diagnoses in the corpus")
     options = [ctx.corpus.dx_name(p) for p in ctx.plan.mc_options]

@@ -21,9 +21,7 @@ OPTIONS = ["yes", "no"]
 def build(ctx: RowContext) -> list:
     dx = ctx.single_diagnosis
     if dx is None:
-        if not ctx.paths:
-            return ctx.skip(NAME, "no diagnosis", missing=True)
-        return ctx.skip(NAME, "needs exactly one diagnosis (not a group, not several)", ctx.row.disease_label)
+        return ctx.skip_without_single_diagnosis(NAME)
     name = ctx.corpus.dx_name(dx)
     rng = ctx.rng(NAME)
     out = []

@@ -10,9 +10,7 @@ and the embeddings grow with rows set to the mean of the existing rows.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, 
                           LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionModel)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+from dermvqa.model.folder import save_model_folder
 from dermvqa.model.processor import CHATML_TEMPLATE, IMAGE_TOKEN, image_seq_length
 
 PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # name -> activation between linear_1 and linear_2
@@ -199,18 +198,7 @@ def build_llava(vision: str, llm: str, projector: str = "mlp2x_gelu", feature_la
 
 def save_build(model, processor, info: dict, out_dir: str | Path) -> Path:
     """Save model (safetensors) + processor + BUILD_INFO.json into `out_dir` atomically."""
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    (tmp / "BUILD_INFO.json").write_text(json.dumps(info, indent=2))
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    return out
+    return save_model_folder(model, processor, out_dir, "BUILD_INFO.json", info)
 
 
 def build_cli(vision: str, llm: str, out: str, projector: str = "mlp2x_gelu", feature_layer: int = -2,

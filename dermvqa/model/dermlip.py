@@ -10,15 +10,14 @@ Conversion needs only torch + safetensors: open_clip itself is used in the tests
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from dermvqa.model.folder import save_model_folder
+from dermvqa.model.processor import CLIP_MEAN, CLIP_STD
+
 HUB_PREFIX = "hf-hub:"
 SAFE_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors")
 PICKLE_WEIGHTS = ("open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth", "pytorch_model.bin", "model.pth")
@@ -181,8 +180,8 @@ def image_processor(preprocess_cfg: dict, image_size: int):
     mode = preprocess_cfg.get("resize_mode", "shortest")
     if preprocess_cfg.get("interpolation", "bicubic") != "bicubic":
         raise DermLIPError(f"preprocess interpolation {preprocess_cfg['interpolation']!r} is not supported")
-    common = dict(image_mean=list(preprocess_cfg.get("mean", OPENAI_MEAN)),
-                  image_std=list(preprocess_cfg.get("std", OPENAI_STD)), resample=3, do_convert_rgb=True)
+    common = dict(image_mean=list(preprocess_cfg.get("mean", CLIP_MEAN)),
+                  image_std=list(preprocess_cfg.get("std", CLIP_STD)), resample=3, do_convert_rgb=True)
     if mode == "shortest":
         return CLIPImageProcessor(size={"shortest_edge": image_size}, do_center_crop=True,
                                   crop_size={"height": image_size, "width": image_size}, **common)
@@ -215,18 +214,8 @@ def convert_dermlip(src: str, allow_pickle: bool = False):
 
 def save_converted(model, processor, out_dir: str | Path, source: str) -> Path:
     """Write the converted tower + processor into `out_dir` atomically (temp folder + rename)."""
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    (tmp / "CONVERTED_FROM.json").write_text(json.dumps({"source": source, "converter": "dermvqa.model.dermlip"}))
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    return out
+    return save_model_folder(model, processor, out_dir, "CONVERTED_FROM.json",
+                             {"source": source, "converter": "dermvqa.model.dermlip"})
 
 
 def convert_dermlip_cli(src: str, out: str, allow_pickle: bool = False) -> None:

@@ -4,26 +4,11 @@ import json
 import pytest
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from data_gen.records import QARecord, write_parquet
-from data_gen.synthetic_world import CONDITIONS, render
+from data_gen.synthetic_world import CONDITIONS
 from dermvqa.train.recipe import load_recipe
 from dermvqa.train.trainer import curriculum_order, run_training
 from tests.conftest import REPO
-
-
-def _world(tmp_path, n=16):
-    (tmp_path / "images").mkdir(parents=True)
-    recs = []
-    for i in range(n):
-        c = CONDITIONS[i % 2]
-        render(c, 3, 64, seed=i).save(tmp_path / "images" / f"{i}.png")
-        base = dict(image=f"{i}.png", split="train", ontology_path=list(c.path))
-        recs.append(QARecord(id=f"{i}-dx", question="What is the most likely diagnosis?", answer=c.label,
-                             family="diagnosis", answer_type="open", label=c.label, **base))
-        recs.append(QARecord(id=f"{i}-yn", question=f"Is this {c.label}?", answer=f"The lesion looks like {c.label}. Answer: yes.",
-                             family="yes_no", answer_type="closed", options=["yes", "no"], answer_index=0, label="yes", **base))
-    write_parquet(recs, tmp_path / "qa" / "part.parquet")
-    return tmp_path
+from tests.train.tiny_run import make_world
 
 
 def _recipe(world, out, steps_epochs=10):
@@ -37,7 +22,7 @@ def _recipe(world, out, steps_epochs=10):
 
 
 def test_tiny_training_lowers_loss_and_saves_a_standard_folder(tmp_path):
-    world = _world(tmp_path / "w")
+    world = make_world(tmp_path / "w", n=16)
     final = run_training(_recipe(world, tmp_path / "run"))
     log = [e["loss"] for e in json.loads((tmp_path / "run" / "train_log.json").read_text()) if "loss" in e]
     assert log[-1] < 0.6 * log[0]
@@ -57,7 +42,7 @@ def test_curriculum_puts_open_questions_first_and_repeats_epochs():
 
 
 def test_missing_image_names_the_record(tmp_path):
-    world = _world(tmp_path / "w", n=4)
+    world = make_world(tmp_path / "w", n=4)
     (world / "images" / "2.png").unlink()
     with pytest.raises(FileNotFoundError, match="record 2-dx: image file not found"):
         run_training(_recipe(world, tmp_path / "run", 1))
