@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check (one H100/H200, about 4 minutes, hard limit 6): training-step throughput
 # of plain transformers+peft, DeepSpeed ZeRO-2 (each with/without activation checkpointing) and
-# our step on a random Qwen2.5-7B-shaped LLaVA, plus the 7B QLoRA peak memory; one table.
+# our step (in the ZeRO-2 engine, and without DeepSpeed) on a random Qwen2.5-7B-shaped LLaVA, plus
+# the 7B QLoRA peak memory; one table, and a kernel profile of one step of zero2 and of each "ours".
 # Needs the wheel bundle of ../shared/GPU.md in .whl/ (deepspeed, bitsandbytes, ...); the GPU
 # machine has no network. The table is also written to $OUT/gpu_bench.txt when OUT is set.
 # Usage: bash scripts/gpu_check.sh [extra gpu_bench_train.py arguments]

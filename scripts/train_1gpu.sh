@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Train on one GPU: `scripts/train_1gpu.sh CONFIG [--key=value ...]`.
-# Runs without DeepSpeed (one GPU gains nothing from sharding; our step is fast without it).
+# Runs our step inside DeepSpeed's ZeRO-2 engine in one process (no launcher needed): on one GPU
+# that shards nothing but computes the whole model, adapters included, in bf16 with an fp32 master
+# copy in the optimizer, the faster path in scripts/gpu_check.sh ("ours" vs "ours (no DeepSpeed)").
 # Remember the global batch: set --train.grad_accum so batch_size x grad_accum matches the recipe.
-# To fit a model that does not fit one GPU, offload with ZeRO-3 instead:
-#   DS_CONFIG=configs/deepspeed/zero3_offload.json scripts/train_1gpu.sh CONFIG ...
+#   DS_CONFIG=none                               no DeepSpeed (fp32 adapters under bf16 autocast)
+#   DS_CONFIG=configs/deepspeed/zero3_offload.json   a model that does not fit one GPU
+# QLoRA recipes keep their own setting (4-bit weights never go through a ZeRO engine here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DERMVQA=$(command -v dermvqa || echo .venv/bin/dermvqa)
 config=$1; shift
-if [ -n "${DS_CONFIG:-}" ]; then
-  exec deepspeed --num_gpus 1 --no_local_rank "$DERMVQA" train "$config" --train.deepspeed="$DS_CONFIG" "$@"
+ds=${DS_CONFIG:-configs/deepspeed/zero2.json}
+if grep -q "mode: qlora" "$config"; then
+  exec "$DERMVQA" train "$config" "$@"
 fi
-exec "$DERMVQA" train "$config" --train.deepspeed=null "$@"
+[ "$ds" = none ] && ds=null
+exec "$DERMVQA" train "$config" --train.deepspeed="$ds" "$@"

@@ -6,11 +6,12 @@ peft, DeepSpeed and every transformers 5 release, unlike a boolean `logits_to_ke
 full-vocabulary fp32 logits of every token are never materialised; the cross-entropy runs in fp32
 chunks that are recomputed in backward.
 
-Why DeepSpeed's engine beat a plain loop (our reading, checked by scripts/gpu_bench_train.py's
-"plain+ckpt+autocast" row): under the engine the whole model, LoRA weights included, computes in
-bf16, while a plain peft model keeps fp32 adapters and casts every activation to fp32 before each
-LoRA matmul, which then runs without tensor-core bf16. We keep fp32 master adapters, compute them in
-bf16 under autocast without that input cast, and checkpoint only a chosen share of layers.
+Precision: under DeepSpeed's bf16 engine the whole model, LoRA weights included, computes in bf16
+with an fp32 master copy in the optimizer; that is how `dermvqa train` runs on one GPU too
+(scripts/train_1gpu.sh). Without DeepSpeed we keep fp32 adapters and compute them in bf16 under
+autocast, skipping peft's cast of every LoRA input to fp32. On one H200 (2026-11-26) that
+autocast path ran at 0.78x the padded ZeRO-2 step, so one-GPU runs default to the engine;
+scripts/gpu_bench_train.py times both paths and profiles one step of each.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ import sys
 
 from tests.conftest import REPO
 
-CASES = ["plain+ckpt", "zero2", "ours", "zero2+ckpt", "plain", "plain+ckpt+autocast", "ours (ckpt all)",
+CASES = ["plain+ckpt", "zero2", "ours", "ours (no DeepSpeed)", "zero2+ckpt", "plain", "plain+ckpt+autocast",
+         "ours (ckpt all)",
          "qlora naive", "qlora naive+train", "qlora ours"]
 
 
@@ -14,7 +15,7 @@ def test_bench_runs_every_case_on_cpu():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("MASTER_PORT", None)
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench_train.py"), "--tiny", "--steps", "2",
-                          "--warmup", "1"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+                          "--warmup", "2"], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| ([\d,]+|-) \|", run.stdout, re.M)}
     assert set(CASES) <= set(table), run.stdout[-3000:]
@@ -24,4 +25,9 @@ def test_bench_runs_every_case_on_cpu():
     assert re.search(r"qlora naive \|.* 0 of 2 LLM layers checkpointed", run.stdout)
     assert re.search(r"qlora ours \|.* 2 of 2 LLM layers checkpointed", run.stdout)
     assert re.search(r"\| ours \|.* 0 of 2 LLM layers checkpointed", run.stdout)
+    assert re.search(r"\| ours \|.* ZeRO-2 \|", run.stdout) and re.search(r"\| ours \(no DeepSpeed\) \|(?!.*ZeRO-2)",
+                                                                       run.stdout)
     assert "| 1.00 |" in run.stdout  # the best baseline's own ratio
+    for case in ("zero2", "ours", "ours (no DeepSpeed)"):  # one profiled step each, with its top kernels
+        found = re.search(rf"profile of one '{re.escape(case)}' step: [\d.]+ ms .*\n(\s+[\d.]+% .*\n){{5,}}", run.stdout)
+        assert found and "aten::mm" in found.group(0), case

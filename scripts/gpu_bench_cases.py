@@ -1,0 +1,276 @@
+"""The cases scripts/gpu_bench_train.py times: each trains the shared base model for a few steps, then undoes itself.
+
+Every case returns ((real tokens, seconds, measured steps), note). With `profile`, the last warmup
+step (never timed) runs under torch.profiler and the kernels that took the most device time print,
+so one GPU run says where a slow case spends its step.
+"""
+from __future__ import annotations
+
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from dermvqa.data.collator import PaddingCollator  # noqa: E402
+from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build  # noqa: E402
+from dermvqa.train.packing import PackingCollator  # noqa: E402
+from dermvqa.train.step import checkpointing  # noqa: E402
+from dermvqa.train.tuning import apply_lora, quantization_config  # noqa: E402
+
+LORA = dict(r=128, alpha=256, dropout=0.05)
+ZERO2 = REPO / "configs" / "deepspeed" / "zero2.json"
+
+
+def remember_projector(model):
+    model._projector_init = {k: v.clone() for k, v in model.model.multi_modal_projector.state_dict().items()}
+    return model
+
+
+def to_device(batch, device, dtype):
+    return {k: (v.to(device, dtype) if k == "pixel_values" else v.to(device) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepProfiler:
+    """Profiles one step (start/stop around it) and prints the kernels with the most self device time."""
+
+    def __init__(self, name, device, enabled):
+        self.name, self.device, self.enabled, self.prof = name, device, enabled, None
+
+    def start(self):
+        if self.enabled:
+            kinds = [torch.profiler.ProfilerActivity.CPU]
+            if self.device == "cuda":
+                kinds.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=kinds)
+            self.prof.__enter__()
+
+    def stop(self, top=12):
+        if self.prof is None:
+            return
+        sync(self.device)
+        self.prof.__exit__(None, None, None)
+        key = "self_device_time_total" if self.device == "cuda" else "self_cpu_time_total"
+        events = [e for e in self.prof.key_averages() if getattr(e, key, 0) > 0]
+        total = sum(getattr(e, key) for e in events) or 1
+        print(f"profile of one '{self.name}' step: {total / 1e3:.1f} ms of {'device' if self.device == 'cuda' else 'cpu'}"
+              f" time; top kernels (share, ms, calls):", flush=True)
+        for e in sorted(events, key=lambda e: -getattr(e, key))[:top]:
+            print(f"  {100 * getattr(e, key) / total:5.1f}% {getattr(e, key) / 1e3:9.1f}  {e.count:6d}  {e.key[:90]}")
+        self.prof = None
+
+
+def timed_loop(step, batches, collate, device, dtype, warmup, deadline, profiler):
+    """Run warmup + measured steps (stopping at `deadline`); return (real tokens, seconds, steps)."""
+    tokens, seconds, done = 0, 0.0, 0
+    for i, examples in enumerate(batches):
+        batch = collate(examples)
+        n = sum(len(e["input_ids"]) for e in examples)  # real tokens, whatever the collator pads
+        if i == warmup - 1:
+            profiler.start()
+        sync(device)
+        t0 = time.perf_counter()
+        step(to_device(batch, device, dtype))
+        sync(device)
+        if i == warmup - 1:
+            profiler.stop()
+        if i >= warmup:
+            tokens, seconds, done = tokens + n, seconds + time.perf_counter() - t0, done + 1
+        if time.perf_counter() > deadline and done:
+            break
+    return tokens, seconds, done
+
+
+def fused_adamw(params, lr, device):
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device == "cuda")
+def plain_case(model, batches, args, device, dtype, deadline, profiler, ckpt, autocast=False):
+    """transformers + peft as documented: padded batch, model(labels=...), fp32 adapters, torch AdamW."""
+    pm = apply_lora(model, **LORA)
+    if ckpt:
+        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = fused_adamw(params, 2e-4, device)
+    ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else nullcontext()
+
+    def step(batch):
+        with ctx:
+            loss = pm(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline, profiler), \
+            note(pm, params)
+    finally:
+        undo(pm, model)
+
+
+def zero2_case(model, batches, args, device, dtype, deadline, profiler, ckpt):
+    """The same model and loss under a single-process DeepSpeed ZeRO-2 engine (bf16 on GPU)."""
+    import deepspeed
+
+    single_process_env()
+    skip_cpu_shm_build()
+    pm = apply_lora(model, **LORA)
+    if ckpt:
+        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = [p for p in pm.parameters() if p.requires_grad]
+    config = {"train_micro_batch_size_per_gpu": len(batches[0]), "gradient_accumulation_steps": 1,
+              "gradient_clipping": 1.0, "bf16": {"enabled": device == "cuda"}, "steps_per_print": 10 ** 9,
+              "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True}}
+    engine, *_ = deepspeed.initialize(model=pm, optimizer=fused_adamw(params, 2e-4, device), config=config)
+
+    def step(batch):
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+
+    try:
+        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline, profiler), \
+            note(pm, params)
+    finally:
+        if hasattr(engine, "destroy"):
+            engine.destroy()
+        undo(pm, model)
+
+
+def ours_case(model, batches, args, device, dtype, deadline, profiler, fraction, deepspeed=True,
+              recipe_name="stage2_lora"):
+    """Our step exactly as `dermvqa train` runs it on one GPU: a stage-2 recipe through RecipeTrainer.
+
+    Packed rows, loss on label positions only, fused AdamW, checkpointing on `fraction` of the LLM
+    layers; with `deepspeed` inside the ZeRO-2 engine (bf16 weights, fp32 master copy in the
+    optimizer), else fp32 master adapters computed in bf16 under autocast. Timed by a callback.
+    """
+    from transformers import TrainerCallback
+
+    from dermvqa.train.recipe import load_recipe
+    from dermvqa.train.trainer import RecipeTrainer, prepare_trainable, training_arguments, with_defaults
+
+    out = Path(tempfile.mkdtemp(prefix="dermvqa_bench_run_"))
+    recipe = with_defaults(load_recipe(REPO / "configs" / "qwen2.5-7b" / f"{recipe_name}.yaml", [
+        f"train.output_dir={out}", f"train.batch_size={len(batches[0])}", "train.grad_accum=1",
+        f"train.deepspeed={ZERO2 if deepspeed else 'null'}", f"train.checkpoint_layers={fraction}",
+        "train.save_steps=100000", "train.logging_steps=100000", "train.report_to=[]", "train.workers=0",
+        f"train.bf16={device == 'cuda'}"]))
+    pm = prepare_trainable(model, recipe)
+    timing = {"tokens": 0, "seconds": 0.0, "steps": 0}
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if state.global_step == args.warmup - 1:
+                profiler.start()
+            sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            sync(device)
+            i = state.global_step - 1
+            if i == args.warmup - 1:
+                profiler.stop()
+            if i >= args.warmup:
+                n = sum(len(e["input_ids"]) for e in batches[i])
+                timing.update(tokens=timing["tokens"] + n, seconds=timing["seconds"] + time.perf_counter() - self.t0,
+                              steps=timing["steps"] + 1)
+            control.should_training_stop = time.perf_counter() > deadline and timing["steps"] > 0
+            return control
+
+    dataset = [e for b in batches for e in b]
+    trainer = RecipeTrainer(model=pm, args=training_arguments(recipe, out), train_dataset=dataset,
+                            data_collator=PackingCollator(recipe["data"]["max_length"]),
+                            lr_multipliers=recipe["tune"]["lr_multipliers"], callbacks=[Timer()])
+    try:
+        trainer.train()
+        params = [p for p in pm.parameters() if p.requires_grad]
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+        return (timing["tokens"], timing["seconds"], timing["steps"]), \
+            f"{note(pm, params)}, trainable dtype {'/'.join(dtypes)}{', ZeRO-2' if deepspeed else ''}"
+    finally:
+        engine = getattr(trainer, "model_wrapped", None)
+        if engine is not None and hasattr(engine, "destroy"):
+            engine.destroy()
+        del trainer
+        shutil.rmtree(out, ignore_errors=True)
+        undo(pm, model)
+
+
+def undo(pm, model):
+    """Remove adapters and checkpointing so the next case starts from the same base model.
+
+    unload() keeps the trained projector copy, which an engine may have hooked or re-pointed into
+    its flat buffers; a fresh projector with the original weights replaces it.
+    """
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    base = pm.unload()
+    assert base is model
+    old = base.model.multi_modal_projector
+    fresh = LlavaMultiModalProjector(base.config).to(old.linear_1.weight.device, old.linear_1.weight.dtype)
+    fresh.load_state_dict(base._projector_init)
+    base.model.multi_modal_projector = fresh.requires_grad_(False)
+    checkpointing(base, False)
+    base.train()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_4bit(path, device):
+    """The saved model loaded as the QLoRA recipe loads it (dermvqa.train.trainer.load_model, minus the
+    processor the random benchmark model lacks): LLM Linears in NF4, vision/projector/lm_head in bf16."""
+    from transformers import LlavaForConditionalGeneration
+
+    from dermvqa.train.recipe import load_recipe
+
+    quant = load_recipe(REPO / "configs" / "qwen2.5-7b" / "stage2_qlora.yaml")["tune"]["quant"]
+    if device == "cpu":
+        quant = {**quant, "compute_dtype": "float32"}
+    quant = quantization_config(quant)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32  # as load_model chooses
+    return remember_projector(LlavaForConditionalGeneration.from_pretrained(
+        path, quantization_config=quant, dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"}))
+
+
+def qlora_naive_case(model, batches, args, device, dtype, deadline, profiler, train_mode=True):
+    """The naive QLoRA stack: checkpointing switched on, LoRA, padded batch with full-vocabulary logits.
+
+    from_pretrained returns the model in eval mode; a loop that never calls .train() keeps it there,
+    and transformers then checkpoints nothing (it only checkpoints in training mode).
+    """
+    model.train(train_mode)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    pm = apply_lora(model, **LORA)
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = fused_adamw(params, 2e-4, device)
+
+    def step(batch):
+        pm(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline, profiler), \
+            note(pm, params)
+    finally:
+        undo(pm, model)
+
+
+def note(pm, params):
+    layers = pm.get_base_model().model.language_model.layers
+    checkpointed = sum(bool(getattr(layer, "gradient_checkpointing", False)) and layer.training for layer in layers)
+    trainable = sum(p.numel() for p in params) / 1e6
+    return f"{checkpointed} of {len(layers)} LLM layers checkpointed, trainable {trainable:.1f}M"
