@@ -22,3 +22,6 @@ app.command("chat")(serve_cli.chat)
 app.command("report")(serve_cli.report)
 app.add_typer(serve_cli.serve_app, name="serve")
 app.command("export")(export)
+
+if __name__ == "__main__":  # `python -m dermvqa.cli`, e.g. under torchrun
+    app()

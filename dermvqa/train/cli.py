@@ -1,4 +1,5 @@
 """`dermvqa train CONFIG [--resume] [--key=value ...]` and `dermvqa export SRC --out DIR`."""
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,8 @@ def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YA
     from dermvqa.train.trainer import run_training
 
     final = run_training(load_recipe(config, ctx.args), resume=resume)
-    typer.echo(f"model saved to {final}")
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"model saved to {final}")
 
 
 def export(

@@ -1,4 +1,4 @@
-"""DeepSpeed glue: one process without a launcher, the CPU build it can skip, ZeRO-3 init kept off builds."""
+"""DeepSpeed glue: one process without a launcher, the CPU op build it can skip, ZeRO-3 init kept off builds."""
 from __future__ import annotations
 
 import os
@@ -17,14 +17,15 @@ def single_process_env() -> None:
 
 
 def skip_cpu_shm_build() -> None:
-    """On a CPU-only, one-process run, skip DeepSpeed's shared-memory all-reduce op.
+    """On the CPU, skip building DeepSpeed's shared-memory all-reduce op.
 
     DeepSpeed compiles that C++ op (about 100 s on two cores) when it sets up communication on
-    the CPU accelerator; with one process there is nothing to all-reduce, so it is never used.
+    the CPU accelerator. Only `inference_all_reduce` uses it, and that falls back to the process
+    group's all_reduce without it; training never calls it.
     """
     import torch
 
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) != 1:
+    if torch.cuda.is_available():
         return
     import importlib
 

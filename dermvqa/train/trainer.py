@@ -217,8 +217,9 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         with without_zero3_init(args):
             path = model_folder(recipe, records, out)
     start = latest_complete(out / "checkpoints", set_aside=False) if resume else None
+    say = print if args.should_save else (lambda *a, **k: None)  # one voice under a multi-process launcher
     if resume and start is None:
-        print(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
+        say(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
     with without_zero3_init(args):  # whole weights and the usual LoRA init; the engine partitions them later
         model, processor = load_model(path, recipe)
         check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
@@ -226,9 +227,10 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         if stage0.get("steps", 0) > 0 and start is None:
             losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
                                     float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"])
-            (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
+            if args.should_save:
+                (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
         model = prepare_trainable(model, recipe)
-    print(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
+    say(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
           + (f"; resuming from {start}" if start else ""))
     group = tr["batch_size"] * tr["grad_accum"] if tr["group_by_length"] else 0
     ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)

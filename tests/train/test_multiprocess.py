@@ -1,0 +1,79 @@
+"""Two processes under torchrun (gloo on the CPU) train exactly what one process trains on the same global batch.
+
+This is the 8-GPU path in miniature: the dataloader shards each global batch, the label-token
+count is summed over ranks, ZeRO-3 partitions the weights, rank 0 alone writes, and `--resume`
+continues a multi-process run from its last complete checkpoint.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from tests.train.tiny_run import cli, losses, make_world, overrides
+
+ZERO = REPO / "configs" / "deepspeed"
+NO_DROPOUT_LORA = "tune.lora={r: 8, alpha: 16, dropout: 0.0, targets: all-linear}"  # same random streams needed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str]) -> str:
+    """`python -m torch.distributed.run --nproc_per_node 2 -m dermvqa.cli ...`, one CPU thread each."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", "dermvqa.cli", *args],
+                         cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    return out
+
+
+def train_args(world, out, batch_size, ds):
+    extra = ("tune.mode=lora", NO_DROPOUT_LORA, f"train.deepspeed={ds}", f"train.batch_size={batch_size}",
+             "train.save_steps=6")
+    return ["train", str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(world, out, 2, extra)]
+
+
+def adapter(run_dir):
+    return load_file(run_dir / "model" / "adapter_model.safetensors")
+
+
+def test_two_processes_zero3_match_one_process_and_resume(tmp_path):
+    world = make_world(tmp_path / "w")
+    one = cli(train_args(world, tmp_path / "one", 4, ZERO / "zero2.json"))
+    out = one.communicate(timeout=600)[0]
+    assert one.returncode == 0, out[-3000:]
+
+    two_out = torchrun(train_args(world, tmp_path / "two", 2, ZERO / "zero3.json"))  # 2 ranks x 2 = 4 per step
+    assert two_out.count("model saved to") == 1 and two_out.count("training lora from") == 1
+    ref, two = (losses(json.loads((tmp_path / n / "train_log.json").read_text())) for n in ("one", "two"))
+    assert sorted(ref) == sorted(two) == list(range(1, 13)) and ref[12] < ref[1]
+    assert all(abs(ref[s] - two[s]) < 1e-4 for s in ref), (ref, two)
+    a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)  # gathered, not ZeRO-3 shards
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    ckpt = tmp_path / "two" / "checkpoints" / "checkpoint-6"
+    assert (ckpt / "COMPLETE").is_file() and sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == \
+        ["rng_state_0.pth", "rng_state_1.pth"]
+
+    # the run as it stood after step 6 (checkpoint-12 and the final model not yet written), resumed by 2 ranks
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "two", cut, ignore=shutil.ignore_patterns("checkpoint-12", "model", "train_log.json"))
+    resumed_out = torchrun(train_args(world, cut, 2, ZERO / "zero3.json") + ["--resume"])
+    assert "resuming from" in resumed_out and str(ckpt.name) in resumed_out
+    resumed = losses(json.loads((cut / "train_log.json").read_text()))
+    assert all(abs(resumed[s] - two[s]) < 1e-5 for s in range(7, 13)), (resumed, two)
+    c = adapter(cut)
+    assert all(torch.allclose(c[k], b[k], atol=1e-6) for k in b)
