@@ -14,11 +14,13 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
                   image_seq_length: int, max_length: int) -> tuple[list[int], list[int]]:
     """Token ids and labels for a whole conversation.
 
-    The template is rendered for growing prefixes of the conversation; each new piece of text is
-    tokenized on its own, so the prompt ids match exactly what inference feeds the model, and every
-    assistant piece is labelled while everything else is IGNORE_INDEX. Each `<image>` expands to
-    `image_seq_length` image tokens. A sequence too long to keep every image token and at least one
-    answer token is an error, never a silent truncation through the image.
+    The template is rendered up to each assistant turn (with the generation prompt, the exact text
+    inference feeds the model) and through it; each new piece of text is tokenized on its own and
+    only the assistant pieces are labelled. Rendering only at those boundaries also serves
+    templates that close a finished conversation with an end token (Phi-3 appends eos when no
+    generation prompt is asked for): that token ends the labelled answer. Each `<image>` expands
+    to `image_seq_length` image tokens. A sequence too long to keep every image token and at
+    least one answer token is an error, never a silent truncation through the image.
     """
     def render(msgs, gen_prompt):
         return tokenizer.apply_chat_template(msgs, chat_template=chat_template, tokenize=False,
@@ -28,14 +30,14 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
     labels: list[int] = []
     done = ""
     for k, msg in enumerate(messages):
-        is_assistant = msg["role"] == "assistant"
-        if is_assistant:  # the assistant header belongs to the prompt
-            head = render(messages[:k], True)
-            _extend(ids, labels, done, head, tokenizer, image_token, image_seq_length, False)
-            done = head
-        text = render(messages[:k + 1], False)
-        _extend(ids, labels, done, text, tokenizer, image_token, image_seq_length, is_assistant)
-        done = text
+        if msg["role"] != "assistant":
+            continue
+        head = render(messages[:k], True)  # everything before the answer, assistant header included
+        _extend(ids, labels, done, head, tokenizer, image_token, image_seq_length, False)
+        done = render(messages[:k + 1], False)
+        _extend(ids, labels, head, done, tokenizer, image_token, image_seq_length, True)
+    if messages and messages[-1]["role"] != "assistant":  # trailing turns without an answer
+        _extend(ids, labels, done, render(messages, False), tokenizer, image_token, image_seq_length, False)
     if len(ids) > max_length:
         first_label = next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(ids))
         if first_label >= max_length:
@@ -47,8 +49,9 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
 
 def _extend(ids, labels, done, text, tokenizer, image_token, n_image, train):
     if not text.startswith(done):
-        raise ValueError("chat template does not render conversation prefixes as prefixes; "
-                         "per-turn label masking needs that property")
+        raise ValueError("chat template does not render conversation prefixes as prefixes (the text up to "
+                         "one turn is not the start of the text up to the next); per-turn label masking needs "
+                         f"that property. Expected a continuation of ...{done[-60:]!r}, got ...{text[-80:]!r}")
     piece = text[len(done):].replace(image_token, image_token * n_image)
     new = tokenizer(piece, add_special_tokens=False)["input_ids"]
     ids.extend(new)
