@@ -2,7 +2,7 @@
 
 For each: the image token is reused or added as the tokenizer allows, the training ids of a record
 start with exactly the ids inference feeds the model, the labels are the answer plus the family's
-end-of-turn tokens, and after a few steps on that one record greedy generation reproduces it
+end-of-turn tokens, packed rows give the padded batch's loss, and after a few steps on that one record greedy generation reproduces it
 (so training and inference agree on the prompt, template and stop tokens).
 """
 import pytest
@@ -14,9 +14,12 @@ from transformers import (AutoProcessor, LlamaConfig, LlamaForCausalLM, LlavaFor
                           Qwen2ForCausalLM)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
+from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.conversation import IGNORE_INDEX, record_messages, tokenize_chat
 from dermvqa.infer.generate import answer_batch
 from dermvqa.model.builder import build_llava, save_build
+from dermvqa.train.packing import PackingCollator
+from dermvqa.train.step import label_only_loss
 from tests.model.test_builder import make_clip
 
 # Templates written in each family's published turn format (roles, headers, end tokens).
@@ -49,6 +52,7 @@ FAMILIES = {
 }
 TEXTS = ["what is the most likely diagnosis", "a scaly red plaque on the elbow", "psoriasis", "melanoma"] * 10
 RECORD = {"question": "What is the most likely diagnosis?", "answer": "psoriasis"}
+OTHER = {"question": "Is this melanoma?", "answer": "a scaly red plaque on the elbow, not melanoma"}
 
 
 def make_family_llm(folder, family):
@@ -102,6 +106,13 @@ def test_family_builds_trains_and_answers(tmp_path, clip_dir, family):
     assert ids.count(model.config.image_token_id) == info["image_seq_length"]
 
     pixels = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+    other = tokenize_chat(record_messages(OTHER), tokenizer, processor.chat_template, processor.image_token,
+                          info["image_seq_length"], max_length=128)
+    examples = [{"input_ids": i, "labels": lab, "pixel_values": pixels[0]} for i, lab in ((ids, labels), other)]
+    model.eval()  # packed rows (block-diagonal attention from restarting positions) = padded batch, per family
+    ref = model(**PaddingCollator(tokenizer.pad_token_id)(examples)).loss
+    assert abs(label_only_loss(model, PackingCollator(256)(examples))[0].item() - ref.item()) < 1e-5
+
     batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "pixel_values": pixels}
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
