@@ -246,27 +246,13 @@ def load_4bit(path, device):
 
 
 def qlora_naive_case(model, batches, args, device, dtype, deadline, profiler, train_mode=True):
-    """The naive QLoRA stack: checkpointing switched on, LoRA, padded batch with full-vocabulary logits.
+    """The naive QLoRA stack: the plain step (checkpointing on, LoRA, padded full-vocabulary logits) on 4 bits.
 
     from_pretrained returns the model in eval mode; a loop that never calls .train() keeps it there,
     and transformers then checkpoints nothing (it only checkpoints in training mode).
     """
     model.train(train_mode)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    pm = apply_lora(model, **LORA)
-    params = [p for p in pm.parameters() if p.requires_grad]
-    opt = fused_adamw(params, 2e-4, device)
-
-    def step(batch):
-        pm(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    try:
-        return timed_loop(step, batches, PaddingCollator(0), device, dtype, args.warmup, deadline, profiler), \
-            note(pm, params)
-    finally:
-        undo(pm, model)
+    return plain_case(model, batches, args, device, dtype, deadline, profiler, ckpt=True)
 
 
 def note(pm, params):
