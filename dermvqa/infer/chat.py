@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from dermvqa.infer.generate import prompt_text, user_turn
+from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
 
 
 class PromptTooLong(ValueError):
@@ -50,8 +50,8 @@ def count_prompt_tokens(processor, messages: list[dict]) -> int:
     crop = processor.image_processor.crop_size
     n_images = sum(1 for m in messages if isinstance(m["content"], list)
                    for part in m["content"] if part["type"] == "image")
-    enc = processor(images=[_blank_image(crop["width"], crop["height"])] * n_images or None,
-                    text=[prompt_text(processor, messages)])
+    enc = encode_prompts(processor, [_blank_image(crop["width"], crop["height"])] * n_images or None,
+                         [prompt_text(processor, messages)])
     return len(enc["input_ids"][0])
 
 
@@ -75,8 +75,8 @@ def generate_replies(model, processor, images: list[Image.Image], conversations:
     if len(images) != len(conversations):
         raise ValueError(f"{len(images)} images but {len(conversations)} conversations")
     limits = [max_new_tokens] * len(images) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    batch = processor(images=[im.convert("RGB") for im in images],
-                      text=[prompt_text(processor, m) for m in conversations], return_tensors="pt", padding=True)
+    batch = encode_prompts(processor, [im.convert("RGB") for im in images],
+                           [prompt_text(processor, m) for m in conversations], return_tensors="pt", padding=True)
     prompt_lens = batch["attention_mask"].sum(1).tolist()
     for n, limit in zip(prompt_lens, limits):
         check_fits(model, n, limit)

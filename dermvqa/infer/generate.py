@@ -43,6 +43,15 @@ def prompt_text(processor, messages: list[dict]) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def encode_prompts(processor, images, prompts: list[str], **kwargs):
+    """Processor inputs for rendered chat prompts, tokenized as training tokenized them.
+
+    The rendered template already holds every special token, bos included, so the tokenizer adds
+    none: Llama-3 and Mistral tokenizers would otherwise put a second bos in front.
+    """
+    return processor(images=images, text=prompts, add_special_tokens=False, **kwargs)
+
+
 @torch.inference_mode()
 def answer_batch(model, processor, images: list[Image.Image], questions: list[str],
                  max_new_tokens: int = 48) -> list[str]:
@@ -50,8 +59,8 @@ def answer_batch(model, processor, images: list[Image.Image], questions: list[st
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
     prompts = [prompt_text(processor, [user_turn(q)]) for q in questions]
-    batch = processor(images=[im.convert("RGB") for im in images], text=prompts,
-                      return_tensors="pt", padding=True).to(model.device)
+    batch = encode_prompts(processor, [im.convert("RGB") for im in images], prompts,
+                           return_tensors="pt", padding=True).to(model.device)
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                          pad_token_id=processor.tokenizer.pad_token_id)

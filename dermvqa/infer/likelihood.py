@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from dermvqa.infer.generate import prompt_text, user_turn
+from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
 
 
 def continuation_text(processor, question: str, option: str) -> str:
@@ -36,7 +36,8 @@ def option_logprobs(model, processor, images: list[Image.Image], questions: list
     for i, (im, q, opts) in enumerate(zip(images, questions, options)):
         if not opts:
             raise ValueError(f"question {i} has no options to score")
-        enc = processor(images=[im.convert("RGB")], text=[prompt_text(processor, [user_turn(q)])], return_tensors="pt")
+        enc = encode_prompts(processor, [im.convert("RGB")], [prompt_text(processor, [user_turn(q)])],
+                             return_tensors="pt")
         prefixes.append(enc["input_ids"][0])
         pixels.append(enc["pixel_values"][0])
         for opt in opts:

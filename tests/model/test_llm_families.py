@@ -8,7 +8,7 @@ end-of-turn tokens, packed rows give the padded batch's loss, and after a few st
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoProcessor, LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration,
                           MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM)
@@ -16,7 +16,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.conversation import IGNORE_INDEX, record_messages, tokenize_chat
-from dermvqa.infer.generate import answer_batch
+from dermvqa.infer.generate import answer_batch, encode_prompts, prompt_text, user_turn
 from dermvqa.model.builder import build_llava, save_build
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.step import label_only_loss
@@ -63,6 +63,9 @@ def make_family_llm(folder, family):
     tok.train_from_iterator(TEXTS, trainer=trainers.BpeTrainer(
         vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
+    if family in ("llama3", "mistral"):  # like the released tokenizers: plain encoding prepends bos
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
     tokenizer = TokenizersBackend(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad)
     tokenizer.chat_template = template
     torch.manual_seed(0)
@@ -100,9 +103,11 @@ def test_family_builds_trains_and_answers(tmp_path, clip_dir, family):
     assert all(lab == IGNORE_INDEX for lab in labels[:n_prompt]) and labels[n_prompt:] == ids[n_prompt:]
     assert tokenizer.decode(labels[n_prompt:]) == RECORD["answer"] + tail
     image = Image.new("RGB", (40, 36), (190, 110, 100))
-    prompt = processor.apply_chat_template(record_messages(RECORD)[:1], add_generation_prompt=True, tokenize=False)
-    infer_ids = processor(images=image, text=prompt, return_tensors="pt")["input_ids"][0].tolist()
+    prompt = prompt_text(processor, [user_turn(RECORD["question"])])
+    infer_ids = encode_prompts(processor, [image], [prompt], return_tensors="pt")["input_ids"][0].tolist()
     assert infer_ids == ids[:n_prompt]  # training prompt ids are exactly what inference feeds
+    if tokenizer.bos_token_id is not None:  # once, from the template, though the tokenizer adds bos by itself
+        assert infer_ids.count(tokenizer.bos_token_id) == 1
     assert ids.count(model.config.image_token_id) == info["image_seq_length"]
 
     pixels = processor.image_processor(image, return_tensors="pt")["pixel_values"]
