@@ -35,7 +35,7 @@ TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_
 TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=32, patch_size=8, hidden_act="gelu", projection_dim=16)
 BASELINES = ("plain+ckpt", "plain", "zero2+ckpt", "zero2")
-PROFILED = ("zero2", "ours", "ours (no DeepSpeed)")
+PROFILED = ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours")
 GIB = 2 ** 30
 
 

@@ -28,6 +28,6 @@ def test_bench_runs_every_case_on_cpu():
     assert re.search(r"\| ours \|.* ZeRO-2 \|", run.stdout) and re.search(r"\| ours \(no DeepSpeed\) \|(?!.*ZeRO-2)",
                                                                        run.stdout)
     assert "| 1.00 |" in run.stdout  # the best baseline's own ratio
-    for case in ("zero2", "ours", "ours (no DeepSpeed)"):  # one profiled step each, with its top kernels
+    for case in ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours"):  # one profiled step each, with its top kernels
         found = re.search(rf"profile of one '{re.escape(case)}' step: [\d.]+ ms .*\n(\s+[\d.]+% .*\n){{5,}}", run.stdout)
         assert found and "aten::mm" in found.group(0), case
