@@ -1,8 +1,9 @@
 """Two processes under torchrun (gloo on the CPU) train exactly what one process trains on the same global batch.
 
-This is the 8-GPU path in miniature: the dataloader shards each global batch, the label-token
-count is summed over ranks, ZeRO-3 partitions the weights, rank 0 alone writes, and `--resume`
-continues a multi-process run from its last complete checkpoint.
+This is the 8-GPU path in miniature (LoRA under ZeRO-3, QLoRA under ZeRO-2): the dataloader
+shards each global batch, the label-token count is summed over ranks, ZeRO-3 partitions the
+weights, rank 0 alone writes, and `--resume` continues a multi-process run from its last
+complete checkpoint.
 """
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
+from tests.train.test_modes import QUANT
 from tests.train.tiny_run import cli, losses, make_world, overrides
 
 ZERO = REPO / "configs" / "deepspeed"
@@ -77,3 +79,18 @@ def test_two_processes_zero3_match_one_process_and_resume(tmp_path):
     assert all(abs(resumed[s] - two[s]) < 1e-5 for s in range(7, 13)), (resumed, two)
     c = adapter(cut)
     assert all(torch.allclose(c[k], b[k], atol=1e-6) for k in b)
+
+
+def test_two_processes_qlora_zero2_match_one_process(tmp_path):
+    """The multi-GPU QLoRA recipe (4-bit LLM, ZeRO-2) in miniature, on bitsandbytes' CPU backend."""
+    world = make_world(tmp_path / "w")
+    qlora = ("tune.mode=qlora", QUANT)
+    one = cli(train_args(world, tmp_path / "one", 4, "null") + list(qlora))
+    out = one.communicate(timeout=600)[0]
+    assert one.returncode == 0, out[-3000:]
+    torchrun(train_args(world, tmp_path / "two", 2, ZERO / "zero2.json") + list(qlora))
+    ref, two = (losses(json.loads((tmp_path / n / "train_log.json").read_text())) for n in ("one", "two"))
+    assert sorted(ref) == sorted(two) == list(range(1, 13))
+    assert all(abs(ref[s] - two[s]) < 1e-4 for s in ref), (ref, two)
+    a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
