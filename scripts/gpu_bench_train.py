@@ -35,7 +35,7 @@ TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_
 TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=32, patch_size=8, hidden_act="gelu", projection_dim=16)
 BASELINES = ("plain+ckpt", "plain", "zero2+ckpt", "zero2")
-PROFILED = ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours")
+PROFILED = ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours", "qlora ours (ZeRO-2)")
 GIB = 2 ** 30
 
 
@@ -112,7 +112,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--qlora-batch", type=int, default=4)
-    ap.add_argument("--qlora-reserve-s", type=float, default=110.0,
+    ap.add_argument("--qlora-reserve-s", type=float, default=130.0,
                     help="seconds of the budget kept for saving, 4-bit loading and the QLoRA cases")
     ap.add_argument("--skip", nargs="*", default=[], help="case names to skip")
     ap.add_argument("--profile", nargs="*", default=list(PROFILED),
@@ -198,6 +198,7 @@ def main(argv=None):
         run("qlora naive", qlora_naive_case, *qcommon, train_mode=False)
         run("qlora naive+train", qlora_naive_case, *qcommon, train_mode=True)
         run("qlora ours", ours_case, *qcommon, fraction=1.0, deepspeed=False, recipe_name="stage2_qlora")
+        run("qlora ours (ZeRO-2)", ours_case, *qcommon, fraction=1.0, recipe_name="stage2_qlora")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         print_table(rows, batch, args.qlora_batch)

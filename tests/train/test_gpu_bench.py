@@ -8,7 +8,7 @@ from tests.conftest import REPO
 
 CASES = ["plain+ckpt", "zero2", "ours", "ours (no DeepSpeed)", "zero2+ckpt", "plain", "plain+ckpt+autocast",
          "ours (ckpt all)",
-         "qlora naive", "qlora naive+train", "qlora ours"]
+         "qlora naive", "qlora naive+train", "qlora ours", "qlora ours (ZeRO-2)"]
 
 
 def test_bench_runs_every_case_on_cpu():
@@ -24,10 +24,12 @@ def test_bench_runs_every_case_on_cpu():
     # naive QLoRA keeps from_pretrained's eval mode, so transformers checkpoints nothing
     assert re.search(r"qlora naive \|.* 0 of 2 LLM layers checkpointed", run.stdout)
     assert re.search(r"qlora ours \|.* 2 of 2 LLM layers checkpointed", run.stdout)
+    assert re.search(r"qlora ours \(ZeRO-2\) \|.* 2 of 2 LLM layers checkpointed.*ZeRO-2 \|", run.stdout)
     assert re.search(r"\| ours \|.* 0 of 2 LLM layers checkpointed", run.stdout)
     assert re.search(r"\| ours \|.* ZeRO-2 \|", run.stdout) and re.search(r"\| ours \(no DeepSpeed\) \|(?!.*ZeRO-2)",
                                                                        run.stdout)
     assert "| 1.00 |" in run.stdout  # the best baseline's own ratio
-    for case in ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours"):  # one profiled step each, with its top kernels
+    # one profiled step each, with its top kernels
+    for case in ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours", "qlora ours (ZeRO-2)"):
         found = re.search(rf"profile of one '{re.escape(case)}' step: [\d.]+ ms .*\n(\s+[\d.]+% .*\n){{5,}}", run.stdout)
         assert found and "aten::mm" in found.group(0), case
