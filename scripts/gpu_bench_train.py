@@ -171,9 +171,10 @@ def main(argv=None):
     run("ours", ours_case, *common, fraction=0.0, reserve=keep)
     if rows and rows[-1][0] == "ours" and rows[-1][4].startswith("error"):  # e.g. out of memory: checkpoint half
         run("ours (ckpt 1/2)", ours_case, *common, fraction=0.5, reserve=keep)
-    run("ours (no DeepSpeed)", ours_case, *common, fraction=0.0, deepspeed=False, reserve=keep)
     run("zero2+ckpt", zero2_case, *common, ckpt=True, reserve=keep)
     run("plain", plain_case, *common, ckpt=False, reserve=keep)
+    # diagnostics, after every baseline the ratio needs
+    run("ours (no DeepSpeed)", ours_case, *common, fraction=0.0, deepspeed=False, reserve=keep)
     run("plain+ckpt+autocast", plain_case, *common, ckpt=True, autocast=True, reserve=keep)
     run("ours (ckpt all)", ours_case, *common, fraction=1.0, reserve=keep)
 

@@ -6,7 +6,7 @@ import sys
 
 from tests.conftest import REPO
 
-CASES = ["plain+ckpt", "zero2", "ours", "ours (no DeepSpeed)", "zero2+ckpt", "plain", "plain+ckpt+autocast",
+CASES = ["plain+ckpt", "zero2", "ours", "zero2+ckpt", "plain", "ours (no DeepSpeed)", "plain+ckpt+autocast",
          "ours (ckpt all)",
          "qlora naive", "qlora naive+train", "qlora ours", "qlora ours (ZeRO-2)"]
 
