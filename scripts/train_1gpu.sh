@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 DERMVQA=$(command -v dermvqa || echo .venv/bin/dermvqa)
 config=$1; shift
 ds=${DS_CONFIG:-configs/deepspeed/zero2.json}
-if grep -q "mode: qlora" "$config"; then
+if grep -q "^ *mode: qlora" "$config" || [[ " $* " == *"tune.mode=qlora"* ]]; then
   exec "$DERMVQA" train "$config" "$@"
 fi
 [ "$ds" = none ] && ds=null
