@@ -6,14 +6,14 @@
 # Remember the global batch: set --train.grad_accum so batch_size x grad_accum matches the recipe.
 #   DS_CONFIG=none                               no DeepSpeed (fp32 adapters under bf16 autocast)
 #   DS_CONFIG=configs/deepspeed/zero3_offload.json   a model that does not fit one GPU
-# QLoRA recipes keep their own setting (4-bit weights never go through a ZeRO engine here).
+# QLoRA recipes keep their own train.deepspeed unless DS_CONFIG is set (ZeRO-2 works with 4 bits).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DERMVQA=$(command -v dermvqa || echo .venv/bin/dermvqa)
 config=$1; shift
-ds=${DS_CONFIG:-configs/deepspeed/zero2.json}
-if grep -q "^ *mode: qlora" "$config" || [[ " $* " == *"tune.mode=qlora"* ]]; then
-  exec "$DERMVQA" train "$config" "$@"
+if [ -z "${DS_CONFIG:-}" ] && { grep -q "^ *mode: qlora" "$config" || [[ " $* " == *"tune.mode=qlora"* ]]; }; then
+  exec "$DERMVQA" train "$config" "$@"   # QLoRA: the recipe's own setting unless DS_CONFIG says otherwise
 fi
+ds=${DS_CONFIG:-configs/deepspeed/zero2.json}
 [ "$ds" = none ] && ds=null
 exec "$DERMVQA" train "$config" --train.deepspeed="$ds" "$@"
