@@ -82,12 +82,18 @@ hidden size {text.hidden_size}). Exported from: {what}.
 Load it with plain transformers:
 
 ```python
+from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 model = LlavaForConditionalGeneration.from_pretrained("PATH")
 processor = AutoProcessor.from_pretrained("PATH")
 question = "What is the most likely diagnosis?"
 messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": question}}]}}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+# the rendered prompt already holds every special token (bos included): add none when tokenizing
+inputs = processor(images=Image.open("lesion.jpg").convert("RGB"), text=prompt, add_special_tokens=False,
+                   return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 
 ## Training data

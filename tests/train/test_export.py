@@ -27,7 +27,8 @@ out = []
 for path, q in zip(images, questions):
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
     text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    batch = processor(images=Image.open(path).convert("RGB"), text=text, return_tensors="pt")
+    batch = processor(images=Image.open(path).convert("RGB"), text=text, add_special_tokens=False,
+                      return_tensors="pt")
     ids = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
     out.append(ids[0, batch["input_ids"].shape[1]:].tolist())
 assert not any(m == "dermvqa" or m.startswith("dermvqa.") for m in sys.modules)
