@@ -14,30 +14,33 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
                   image_seq_length: int, max_length: int) -> tuple[list[int], list[int]]:
     """Token ids and labels for a whole conversation.
 
-    The template is rendered up to each assistant turn (with the generation prompt, the exact text
+    The template is rendered up to each assistant turn (with the generation prompt: the exact text
     inference feeds the model) and through it; each new piece of text is tokenized on its own and
-    only the assistant pieces are labelled. Rendering only at those boundaries also serves
-    templates that close a finished conversation with an end token (Phi-3 appends eos when no
-    generation prompt is asked for): that token ends the labelled answer. Each `<image>` expands
-    to `image_seq_length` image tokens. A sequence too long to keep every image token and at
-    least one answer token is an error, never a silent truncation through the image.
+    only the assistant pieces are labelled. Some templates close a finished conversation with
+    special tokens a continuing one lacks (Phi-3 appends eos when no generation prompt is asked
+    for): the last answer keeps them as its end, earlier answers stop where the next turn begins.
+    Each `<image>` expands to `image_seq_length` image tokens. A sequence too long to keep every
+    image token and one answer token is an error, never a silent truncation through the image.
     """
     def render(msgs, gen_prompt):
         return tokenizer.apply_chat_template(msgs, chat_template=chat_template, tokenize=False,
                                              add_generation_prompt=gen_prompt)
 
+    answers = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    # the text before each answer (assistant header included), then the whole conversation
+    heads = [render(messages[:k], True) for k in answers] + [render(messages, False)]
     ids: list[int] = []
     labels: list[int] = []
     done = ""
-    for k, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        head = render(messages[:k], True)  # everything before the answer, assistant header included
-        _extend(ids, labels, done, head, tokenizer, image_token, image_seq_length, False)
-        done = render(messages[:k + 1], False)
-        _extend(ids, labels, head, done, tokenizer, image_token, image_seq_length, True)
-    if messages and messages[-1]["role"] != "assistant":  # trailing turns without an answer
-        _extend(ids, labels, done, render(messages, False), tokenizer, image_token, image_seq_length, False)
+    for i, k in enumerate(answers):
+        _extend(ids, labels, done, heads[i], tokenizer, image_token, image_seq_length, False)
+        full = render(messages[:k + 1], False)
+        if k != len(messages) - 1:  # more turns follow this answer
+            full = _continued(full, heads[i + 1], tokenizer)
+        _extend(ids, labels, heads[i], full, tokenizer, image_token, image_seq_length, True)
+        done = full
+    if not answers or answers[-1] != len(messages) - 1:  # trailing turns without an answer
+        _extend(ids, labels, done, heads[-1], tokenizer, image_token, image_seq_length, False)
     if len(ids) > max_length:
         first_label = next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(ids))
         if first_label >= max_length:
@@ -45,6 +48,18 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
                              f"{max_length}: raise max_length or shorten the question")
         ids, labels = ids[:max_length], labels[:max_length]
     return ids, labels
+
+
+def _continued(full: str, following: str, tokenizer) -> str:
+    """`full` without the closing special tokens a template adds only when the conversation ends there."""
+    specials = sorted(tokenizer.all_special_tokens, key=len, reverse=True)
+    cut = full
+    while not following.startswith(cut):
+        closing = next((t for t in specials if cut.endswith(t)), None)
+        if closing is None:
+            return full  # not a closing marker: _extend reports the template as unusable
+        cut = cut[:-len(closing)]
+    return cut
 
 
 def _extend(ids, labels, done, text, tokenizer, image_token, n_image, train):

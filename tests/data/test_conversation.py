@@ -55,3 +55,14 @@ def test_long_answer_is_cut_after_the_image(processor):
     long = dict(REC, answer="word " * 200)
     ids, labels = _tok(processor, record_messages(long), max_length=120, n_image=64)
     assert len(ids) == 120 and ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 64
+
+
+def test_template_that_rewrites_earlier_answers_is_a_clear_error(processor):
+    """Reasoning-style templates that re-render earlier answers differently cannot be masked per turn."""
+    rewriting = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+                 "{% if m['role'] == 'assistant' and not loop.last %}(earlier answer){% else %}{{ m['content'] }}"
+                 "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    msgs = [{"role": "user", "content": "Is this psoriasis?"}, {"role": "assistant", "content": "no"},
+            {"role": "user", "content": "And the colour?"}, {"role": "assistant", "content": "red"}]
+    with pytest.raises(ValueError, match=r"prefixes as prefixes.*Expected a continuation of .*assistant\\nno<"):
+        tokenize_chat(msgs, processor.tokenizer, rewriting, processor.image_token, 64, 512)

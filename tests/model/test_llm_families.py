@@ -50,6 +50,8 @@ FAMILIES = {
               ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>"],
               None, "<|im_end|>", "<|endoftext|>", "reused", "<|im_end|>\n"),
 }
+# what ends an answer that the conversation continues after (Phi-3 closes only the last one with eos)
+MID_TAIL = {"llama3": "<|eot_id|>", "mistral": "</s>", "phi3": "<|end|>\n", "qwen2": "<|im_end|>\n"}
 TEXTS = ["what is the most likely diagnosis", "a scaly red plaque on the elbow", "psoriasis", "melanoma"] * 10
 RECORD = {"question": "What is the most likely diagnosis?", "answer": "psoriasis"}
 OTHER = {"question": "Is this melanoma?", "answer": "a scaly red plaque on the elbow, not melanoma"}
@@ -131,3 +133,22 @@ def test_family_builds_trains_and_answers(tmp_path, clip_dir, family):
     assert loss.item() < 0.01
     processor.tokenizer.padding_side = "left"
     assert answer_batch(model.eval(), processor, [image], [RECORD["question"]], max_new_tokens=8) == [RECORD["answer"]]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_multi_turn_labels_and_prompts(tmp_path, clip_dir, family):
+    *_, tail = FAMILIES[family]
+    model, processor, info = build_llava(str(clip_dir), str(make_family_llm(tmp_path / "llm", family)),
+                                         dtype=torch.float32)
+    msgs = record_messages(RECORD) + [{"role": "user", "content": "And the colour?"},
+                                      {"role": "assistant", "content": "red"}]
+    ids, labels = tokenize_chat(msgs, processor.tokenizer, processor.chat_template, processor.image_token,
+                                info["image_seq_length"], max_length=256)
+    labelled = processor.tokenizer.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+    assert labelled == RECORD["answer"] + MID_TAIL[family] + "red" + tail
+    # the second answer starts right after exactly the ids inference feeds for the second question
+    image = Image.new("RGB", (40, 36), (190, 110, 100))
+    second = encode_prompts(processor, [image], [prompt_text(processor, msgs[:3])])["input_ids"][0]
+    second = list(second)
+    assert ids[:len(second)] == second and labels[len(second)] != IGNORE_INDEX
+    assert labels[len(second) - 1] == IGNORE_INDEX
