@@ -34,9 +34,10 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
     done = ""
     for i, k in enumerate(answers):
         _extend(ids, labels, done, heads[i], tokenizer, image_token, image_seq_length, False)
-        full = render(messages[:k + 1], False)
-        if k != len(messages) - 1:  # more turns follow this answer
-            full = _continued(full, heads[i + 1], tokenizer)
+        if k == len(messages) - 1:  # the last turn: the whole conversation, rendered above
+            full = heads[-1]
+        else:  # more turns follow this answer
+            full = _continued(render(messages[:k + 1], False), heads[i + 1], tokenizer)
         _extend(ids, labels, heads[i], full, tokenizer, image_token, image_seq_length, True)
         done = full
     if not answers or answers[-1] != len(messages) - 1:  # trailing turns without an answer
