@@ -16,9 +16,12 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
+    """Lay out, write atomically and close the figure."""
+    fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)
+    _plt().close(fig)
 
 
 def _safe(name: str) -> str:
@@ -49,10 +52,8 @@ def plot_strata(out: Path, metrics: dict, headline: list[str]) -> list[tuple[str
             ax.set_ylabel(m)
             ax.legend(fontsize=7, loc="upper right")
         axes[0, 0].set_title(f"by {dim} (bars: 95% bootstrap interval)")
-        fig.tight_layout()
         name = f"strata_{_safe(dim)}.png"
         _save(fig, out / name)
-        plt.close(fig)
         written.append((name, f"by {dim}"))
     return written
 
@@ -71,9 +72,7 @@ def plot_reliability(out: Path, calib: dict) -> list[tuple[str, str]]:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"reliability (ECE {calib['ece']:.3f}, n={calib['n']})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     _save(fig, out / "reliability.png")
-    plt.close(fig)
     return [("reliability.png", "reliability diagram (likelihood confidences)")]
 
 
@@ -92,9 +91,7 @@ def plot_confusions(out: Path, confusions: dict) -> list[tuple[str, str]]:
         ax.set_xticks(range(n + 1), c["columns"], rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(n), c["labels"], fontsize=7)
         ax.set(xlabel="predicted", ylabel="gold", title=f"confusion: {fam}")
-        fig.tight_layout()
         name = f"confusion_{_safe(fam)}.png"
         _save(fig, out / name)
-        plt.close(fig)
         written.append((name, f"confusion matrix, {fam}"))
     return written

@@ -14,16 +14,22 @@ from dermvqa.model.processor import (CHATML_TEMPLATE, IMAGE_TOKEN, build_process
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_TOKEN]
 
 
-def train_tokenizer(texts, vocab_size: int = 2000) -> TokenizersBackend:
-    """Byte-level BPE trained on `texts` (so any input text still tokenizes), ChatML specials."""
+def train_bpe(texts, vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """Byte-level BPE trained on `texts` (so any input text still tokenizes); specials get the first ids."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    return TokenizersBackend(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                             extra_special_tokens={"image_token": IMAGE_TOKEN}, padding_side="left")
+    return tok
+
+
+def train_tokenizer(texts, vocab_size: int = 2000) -> TokenizersBackend:
+    """The tiny model's tokenizer: byte-level BPE on `texts` with ChatML specials."""
+    return TokenizersBackend(tokenizer_object=train_bpe(texts, vocab_size, SPECIAL_TOKENS), eos_token="<|im_end|>",
+                             pad_token="<|endoftext|>", extra_special_tokens={"image_token": IMAGE_TOKEN},
+                             padding_side="left")
 
 
 def build_tiny_llava(out_dir: str | Path, texts, seed: int = 0, image_size: int = 64, patch_size: int = 8,

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoProcessor, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel,
                           LlavaForConditionalGeneration, Qwen2Config, Qwen2ForCausalLM, SiglipImageProcessor,
                           SiglipVisionConfig, SiglipVisionModel)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from dermvqa.model.builder import BuildError, build_llava, save_build, wrap_chat_template
+from dermvqa.model.tiny import train_bpe
 
 # A Llama-3-like template that, like many real ones, only understands string content.
 LLAMA_LIKE = ("{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}"
@@ -27,12 +27,7 @@ TEXTS = ["what lesion is this", "a scaly red plaque on the elbow", "basal cell c
 
 
 def make_llm(folder: Path, extra_specials=(), spare_rows: int = 0, template=LLAMA_LIKE, pad=True, tie=False):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=BASE_SPECIALS + ["<|pad|>"] * pad,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(TEXTS, trainer=trainer)
+    tok = train_bpe(TEXTS, 320, BASE_SPECIALS + ["<|pad|>"] * pad)
     tokenizer = TokenizersBackend(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
                                   pad_token="<|pad|>" if pad else None, extra_special_tokens=list(extra_specials))
     tokenizer.chat_template = template

@@ -8,7 +8,7 @@ end-of-turn tokens, packed rows give the padded batch's loss, and after a few st
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import processors
 from transformers import (AutoProcessor, LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration,
                           MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
                           Qwen2ForCausalLM)
@@ -18,6 +18,7 @@ from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.conversation import IGNORE_INDEX, record_messages, tokenize_chat
 from dermvqa.infer.generate import answer_batch, encode_prompts, prompt_text, user_turn
 from dermvqa.model.builder import build_llava, save_build
+from dermvqa.model.tiny import train_bpe
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.step import label_only_loss
 from tests.model.test_builder import make_clip
@@ -59,12 +60,7 @@ OTHER = {"question": "Is this melanoma?", "answer": "a scaly red plaque on the e
 
 def make_family_llm(folder, family):
     config_cls, model_cls, template, specials, bos, eos, pad, *_ = FAMILIES[family]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainer=trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+    tok = train_bpe(TEXTS, 300, specials)
     if family in ("llama3", "mistral"):  # like the released tokenizers: plain encoding prepends bos
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                            special_tokens=[(bos, tok.token_to_id(bos))])

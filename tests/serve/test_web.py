@@ -1,7 +1,6 @@
 """End to end in headless Chromium (Debian's chromium + chromium-driver; scripts/install.sh --test installs them):
 upload the real PAD photo, ask a question, read the streamed answer, ask for a report; a screenshot is kept."""
 import shutil
-import socket
 
 import pytest
 from PIL import Image
@@ -10,15 +9,10 @@ from dermvqa.infer.chat import ChatSession
 from dermvqa.infer.generate import load_model
 from dermvqa.infer.report import DISCLAIMER, load_labels
 from dermvqa.serve.web import build_app, launch
+from dermvqa.train.ds_env import free_port
 from tests.conftest import PAD_PHOTO
 
 QUESTION = "What is the most likely diagnosis for this lesion?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

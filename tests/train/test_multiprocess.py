@@ -6,37 +6,27 @@ weights, rank 0 alone writes, and `--resume` continues a multi-process run from 
 complete checkpoint.
 """
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import torch
 from safetensors.torch import load_file
 
+from dermvqa.train.ds_env import free_port
 from tests.conftest import REPO
 from tests.train.test_modes import QUANT
-from tests.train.tiny_run import cli, losses, make_world, overrides
+from tests.train.tiny_run import child_env, cli, losses, make_world, overrides
 
 ZERO = REPO / "configs" / "deepspeed"
 NO_DROPOUT_LORA = "tune.lora={r: 8, alpha: 16, dropout: 0.0, targets: all-linear}"  # same random streams needed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(args: list[str]) -> str:
     """`python -m torch.distributed.run --nproc_per_node 2 -m dermvqa.cli ...`, one CPU thread each."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(free_port()), "-m", "dermvqa.cli", *args],
-                         cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+                         cwd=REPO, env=child_env(), text=True, capture_output=True, timeout=600)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     return out

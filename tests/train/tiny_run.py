@@ -42,12 +42,17 @@ def recipe(world: Path, out: Path, epochs: int = 2, extra=()) -> dict:
     return load_recipe(REPO / "configs" / "tiny_cpu.yaml", overrides(world, out, epochs, extra))
 
 
-def cli(args: list[str], **kwargs) -> subprocess.Popen:
-    """`dermvqa ...` in a child process (one CPU thread, no GPU, no inherited DeepSpeed rendezvous)."""
+def child_env() -> dict:
+    """Environment for a training child process: one CPU thread, no GPU, no inherited DeepSpeed rendezvous."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT",
                                                              "MASTER_ADDR")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=REPO, env=env, text=True,
+    return env
+
+
+def cli(args: list[str], **kwargs) -> subprocess.Popen:
+    """`dermvqa ...` in a child process with `child_env()`."""
+    return subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=REPO, env=child_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
