@@ -95,12 +95,20 @@ def timed_loop(step, batches, collate, device, dtype, warmup, deadline, profiler
 
 def fused_adamw(params, lr, device):
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=device == "cuda")
-def plain_case(model, batches, args, device, dtype, deadline, profiler, ckpt, autocast=False):
-    """transformers + peft as documented: padded batch, model(labels=...), fp32 adapters, torch AdamW."""
+
+
+def with_lora(model, ckpt):
+    """The baselines' peft model (LoRA + trainable projector, transformers' checkpointing when `ckpt`) and its
+    trainable parameters."""
     pm = apply_lora(model, **LORA)
     if ckpt:
         pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for p in pm.parameters() if p.requires_grad]
+    return pm, [p for p in pm.parameters() if p.requires_grad]
+
+
+def plain_case(model, batches, args, device, dtype, deadline, profiler, ckpt, autocast=False):
+    """transformers + peft as documented: padded batch, model(labels=...), fp32 adapters, torch AdamW."""
+    pm, params = with_lora(model, ckpt)
     opt = fused_adamw(params, 2e-4, device)
     ctx = torch.autocast(device, dtype=torch.bfloat16) if autocast else nullcontext()
 
@@ -125,10 +133,7 @@ def zero2_case(model, batches, args, device, dtype, deadline, profiler, ckpt):
 
     single_process_env()
     skip_cpu_shm_build()
-    pm = apply_lora(model, **LORA)
-    if ckpt:
-        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for p in pm.parameters() if p.requires_grad]
+    pm, params = with_lora(model, ckpt)
     config = {"train_micro_batch_size_per_gpu": len(batches[0]), "gradient_accumulation_steps": 1,
               "gradient_clipping": 1.0, "bf16": {"enabled": device == "cuda"}, "steps_per_print": 10 ** 9,
               "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True}}
