@@ -82,9 +82,12 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
 def check_images(records: list[dict], image_root: str | Path) -> None:
     """Every record's image file exists (a stat per distinct image; unreadable files fail at load time)."""
     root = Path(image_root)
-    missing = {}
+    checked, missing = set(), {}
     for r in records:
-        if r["image"] not in missing and not (root / r["image"]).is_file():
+        if r["image"] in checked:
+            continue
+        checked.add(r["image"])
+        if not (root / r["image"]).is_file():
             missing[r["image"]] = r["id"]
     if missing:
         image, rid = next(iter(missing.items()))
