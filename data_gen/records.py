@@ -59,6 +59,14 @@ def write_parquet(records: list[QARecord], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file beside it and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def read_records(path: str | Path, split: str | None = None) -> list[dict]:
     """Read every *.parquet under a folder (or one file) as dicts, optionally one split only."""
     path = Path(path)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 from data_gen.gates import Rejections
+from data_gen.records import write_text_atomic
 
 _COUNTERS = ("families", "answer_types", "splits", "sources", "source_types", "ontology_levels", "images_by_split",
              "not_applicable")
@@ -56,15 +55,8 @@ def _markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(out_dir: str | Path, report: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    _atomic_text(out_dir / "report.md", _markdown(report))
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "report.md", _markdown(report))

@@ -14,7 +14,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from data_gen.families import TEMPLATE_WORDS, resolve
 from data_gen.families.common import RowContext, RowPlan
 from data_gen.families.yes_no import asked_name
 from data_gen.ontology import Ontology
-from data_gen.records import write_parquet
+from data_gen.records import write_parquet, write_text_atomic
 from data_gen.report import merge_stats, write_report
 from data_gen.scan import Scan, ScanInput
 from data_gen.scan import scan as run_scan
@@ -40,10 +39,7 @@ DEFAULT_CAP = 2
 
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
 
 
 def _file_digest(path: Path) -> str:

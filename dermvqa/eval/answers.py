@@ -7,15 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+from data_gen.records import write_text_atomic
 
 
 class AnswerLog:
@@ -29,7 +23,7 @@ class AnswerLog:
                 raise ValueError(f"{out_dir} holds answers made with other settings ({', '.join(diff)}); "
                                  f"use a new --out folder")
         else:
-            write_atomic(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(run_file, json.dumps(settings, indent=2, sort_keys=True) + "\n")
         self.rows: dict[tuple[str, bool], dict] = {}
         self.dropped_partial_line = False
         if self.path.exists():
@@ -42,7 +36,7 @@ class AnswerLog:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 if n == len(lines) and not line.endswith("\n"):  # a write cut short by a kill
-                    write_atomic(self.path, "".join(lines[:-1]))
+                    write_text_atomic(self.path, "".join(lines[:-1]))
                     self.dropped_partial_line = True
                     break
                 raise ValueError(f"{self.path}: line {n} is not valid JSON") from None

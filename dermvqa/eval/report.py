@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dermvqa.eval.answers import write_atomic
+from data_gen.records import write_text_atomic
 from dermvqa.eval.summary import HEADLINE
 
 MAX_LISTED_MISSING = 20
@@ -106,4 +106,4 @@ def write_report(out: Path, metrics: dict, info: dict, plots: bool = True) -> No
         figures += plot_strata(out, metrics, HEADLINE)
         figures += plot_reliability(out, metrics["calibration"]["image"])
         figures += plot_confusions(out, metrics["confusion"]["image"])
-    write_atomic(Path(out) / "report.md", render(metrics, info, figures))
+    write_text_atomic(Path(out) / "report.md", render(metrics, info, figures))

@@ -11,7 +11,8 @@ import math
 import time
 from pathlib import Path
 
-from dermvqa.eval.answers import AnswerLog, write_atomic
+from data_gen.records import write_text_atomic
+from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, EvalItem
 from dermvqa.eval.loaders import load_bench
 
@@ -136,11 +137,11 @@ def run_eval(model_dir, bench_spec: str, out_dir, batch_size: int = 8, limit: in
         answered = answer_all(model, processor, todo, log, mode, batch_size, max_new_tokens, reduce)
         answer_s = time.perf_counter() - t1
     metrics = build_metrics(bench, items, missing, log, settings, blind, n_boot, seed, gap_min_n)
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     info = {"answered_now": answered, "resumed": resumed, "dropped_partial_line": log.dropped_partial_line,
             "answer_seconds": round(answer_s, 3), "total_seconds": round(time.perf_counter() - t0, 3),
             "questions_per_second": round(answered / answer_s, 3) if answer_s else None,
             "batch_size": batch_size, "device": device_name, "dtype": dtype}
-    write_atomic(out / "run_info.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / "run_info.json", json.dumps(info, indent=2) + "\n")
     write_report(out, metrics, info, plots=plots)
     return metrics

@@ -14,14 +14,13 @@ The output follows dermvqa/infer/report_schema.json and is validated against it 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
+from data_gen.records import write_text_atomic
 from dermvqa.infer.generate import answer_batch
 from dermvqa.infer.likelihood import option_probs
 
@@ -60,10 +59,7 @@ def write_labels(model_dir: str | Path, diagnoses: list[str], ontology_paths: di
     """Write the label vocabulary next to a model (atomically)."""
     path = Path(model_dir) / LABELS_FILE
     data = {"diagnoses": list(diagnoses), "ontology_paths": dict(ontology_paths), "concepts": list(concepts)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))
     return path
 
 

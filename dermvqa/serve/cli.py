@@ -66,6 +66,7 @@ def report(model: Path = MODEL,
     """Structured caption report of one lesion photo: morphology, colour, diagnosis, differential, next step."""
     import json
 
+    from data_gen.records import write_text_atomic
     from dermvqa.infer.generate import load_model
     from dermvqa.infer.report import build_report, load_labels, render_markdown
 
@@ -80,9 +81,7 @@ def report(model: Path = MODEL,
     if out is None:
         typer.echo(text, nl=False)
         return
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, text)
     typer.echo(f"report written to {out}")
 
 

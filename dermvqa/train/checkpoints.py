@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from data_gen.records import write_text_atomic
+
 MARKER = "COMPLETE"
 STATE = "trainer_state.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -33,9 +35,7 @@ class CompletionMarker(TrainerCallback):
             missing = missing_checkpoint_files(folder)
             if missing:
                 raise RuntimeError(f"{folder}: saved without {missing}; not marking it complete")
-            tmp = folder / f".{MARKER}.tmp"
-            tmp.write_text(json.dumps({"step": state.global_step, "time": time.time()}))
-            os.replace(tmp, folder / MARKER)
+            write_text_atomic(folder / MARKER, json.dumps({"step": state.global_step, "time": time.time()}))
         return control
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 
-from data_gen.records import read_records
+from data_gen.records import read_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.train.checkpoints import CompletionMarker, latest_complete
@@ -228,7 +228,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
             losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
                                     float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"])
             if args.should_save:
-                (out / "tower_pretrain_log.json").write_text(json.dumps(losses))
+                write_text_atomic(out / "tower_pretrain_log.json", json.dumps(losses))
         model = prepare_trainable(model, recipe)
     say(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
           + (f"; resuming from {start}" if start else ""))
@@ -236,8 +236,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)
     dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"])
     if args.should_save:
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        (out / "data_summary.json").write_text(json.dumps(
+        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+        write_text_atomic(out / "data_summary.json", json.dumps(
             {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
              "families": dict(Counter(r["family"] for r in records))}, indent=1))
     pad = processor.tokenizer.pad_token_id
@@ -276,5 +276,5 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         shutil.copy(out / "recipe.yaml", tmp / "recipe.yaml")
         shutil.copy(out / "data_summary.json", tmp / "data_summary.json")
         os.replace(tmp, final)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        write_text_atomic(out / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     return final
