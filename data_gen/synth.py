@@ -219,13 +219,13 @@ def synthesize(csv_path, ontology_path, out_dir, images_dir=None, seed=0, famili
     job = _Job(csv_path, out_dir, encoding, chunk_rows, fams, corpus, scan, seed)
     _run_parts(job, todo, workers, progress, f"synth shard {index}/{count}", todo_rows)
 
-    done = sorted(stats_dir.glob("part-*.json"))
-    report = merge_stats([json.loads(p.read_text()) for p in done], n_parts, settings, scan.yes_no_dropped)
+    done = {p.name: json.loads(p.read_text()) for p in sorted(stats_dir.glob("part-*.json"))}
+    report = merge_stats(list(done.values()), n_parts, settings, scan.yes_no_dropped)
     write_report(out_dir, report)
     elapsed = time.time() - t0
     report["seconds"] = {"scan": round(t_scan, 2), "total": round(elapsed, 2)}  # returned only, not in report.json
     if progress:
-        made = sum(json.loads((stats_dir / f"part-{k:05d}.json").read_text())["records"] for k in todo)
+        made = sum(done[f"part-{k:05d}.json"]["records"] for k in todo)
         print(f"[data synth] shard {index}/{count}: {len(todo)} parts, {todo_rows} rows -> {made} records in "
               f"{elapsed:.1f}s ({todo_rows / max(elapsed, 1e-9):.0f} rows/s, scan included); "
               f"{report['parts_done']}/{n_parts} parts done; rows accepted {report['rows']['accepted']}/"
