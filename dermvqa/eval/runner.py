@@ -125,8 +125,9 @@ def run_eval(model_dir, bench_spec: str, out_dir, batch_size: int = 8, limit: in
     settings = {"model": str(model_dir), "bench": bench_spec, "mode": mode, "max_new_tokens": max_new_tokens,
                 "likelihood_reduce": reduce, "decoding": "greedy"}
     log = AnswerLog(out, settings)
-    todo = [(it, b) for b in ([False, True] if blind else [False]) for it in items if not log.has(it.id, b)]
-    resumed = sum(1 for b in ([False, True] if blind else [False]) for it in items if log.has(it.id, b))
+    pairs = [(it, b) for b in ([False, True] if blind else [False]) for it in items]
+    todo = [(it, b) for it, b in pairs if not log.has(it.id, b)]
+    resumed = len(pairs) - len(todo)
     answered, answer_s, device_name, dtype = 0, 0.0, None, None
     if todo:
         from dermvqa.infer.generate import load_model
