@@ -4,10 +4,15 @@ from __future__ import annotations
 IGNORE_INDEX = -100
 
 
+def user_turn(question: str, with_image: bool = True) -> dict:
+    """The user's message: the image (as a placeholder part the template renders) and the question."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    return {"role": "user", "content": content}
+
+
 def record_messages(record: dict, with_image: bool = True) -> list[dict]:
     """One QA record as a two-turn chat: the user shows the image and asks, the assistant answers."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": record["question"]}]
-    return [{"role": "user", "content": content}, {"role": "assistant", "content": record["answer"]}]
+    return [user_turn(record["question"], with_image), {"role": "assistant", "content": record["answer"]}]
 
 
 def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_token: str,

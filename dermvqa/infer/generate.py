@@ -7,6 +7,8 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from dermvqa.data.conversation import user_turn
+
 
 def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
     """Return (model, processor). A folder with adapter_config.json is a LoRA adapter on its base model."""
@@ -32,11 +34,6 @@ def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype |
     processor = AutoProcessor.from_pretrained(proc_dir)
     processor.tokenizer.padding_side = "left"
     return model.to(device).eval(), processor
-
-
-def user_turn(question: str, with_image: bool = True) -> dict:
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-    return {"role": "user", "content": content}
 
 
 def prompt_text(processor, messages: list[dict]) -> str:

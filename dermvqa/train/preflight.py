@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dermvqa.data.conversation import user_turn
+
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PROCESSOR = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER = ("tokenizer.json", "tokenizer_config.json")
@@ -62,8 +64,7 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
     tokenizer = processor.tokenizer
 
     def prompt_tokens(question: str) -> int:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = processor.apply_chat_template([user_turn(question)], add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return len(ids) - ids.count(processor.image_token_id) + image_tokens
 
