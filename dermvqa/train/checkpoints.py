@@ -4,6 +4,8 @@ transformers writes `checkpoint-N/` piece by piece (weights, optimizer, schedule
 a job killed in the middle leaves a folder that looks like a checkpoint but is not one. After
 every save finishes (on every rank) we write `checkpoint-N/COMPLETE`; `--resume` only takes
 folders with that marker and moves newer unmarked ones aside as `incomplete-checkpoint-N`.
+Full-model checkpoints are saved in LLaVA's older key layout (`language_model.model.*`);
+`load_full_checkpoint` maps them back and refuses any key that does not load.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import re
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from data_gen.records import write_text_atomic
@@ -76,3 +80,45 @@ def latest_complete(run_dir: Path, set_aside: bool = True) -> Path | None:
             os.replace(folder, target)
             print(f"resume: {folder} has no {MARKER} marker (half-written when the job stopped); moved to {target}")
     return chosen
+
+
+def load_full_checkpoint(model, folder: Path) -> None:
+    """Load a whole-model checkpoint written by `save_pretrained` into `model`; any key that fails is an error.
+
+    `save_pretrained` reverts transformers' key conversion (the checkpoint holds the older layout),
+    so the saved name of every parameter is found by running that same reversion on the model's
+    own names; tied weights saved once count as loaded.
+    """
+    from transformers.core_model_loading import revert_weight_conversion
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+        else ["model.safetensors"]
+    state = {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    names = list(model.state_dict().keys())
+    saved_as = revert_weight_conversion(model, {n: torch.tensor(i) for i, n in enumerate(names)})
+    to_current = {saved: names[int(i)] for saved, i in saved_as.items()}
+    state = {to_current.get(k, k): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in state if k in params}
+    missing = [k for k in result.missing_keys if not (k in params and params[k].data_ptr() in loaded)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"{folder}: checkpoint does not fit the model: {len(missing)} weights missing "
+                           f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected "
+                           f"(e.g. {result.unexpected_keys[:3]}); resuming would train from wrong weights")
+
+
+def load_checkpoint_weights(model, folder: Path) -> None:
+    """Restore the weights of checkpoint `folder` (whole model or LoRA adapter) into `model`, strictly."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        load_full_checkpoint(model, folder)
+    elif (folder / "adapter_model.safetensors").is_file() and hasattr(model, "load_adapter"):
+        result = model.load_adapter(str(folder), model.active_adapter, is_trainable=True)
+        if result.missing_keys or result.unexpected_keys:
+            raise RuntimeError(f"{folder}: adapter does not fit the model: missing {result.missing_keys[:3]}, "
+                               f"unexpected {result.unexpected_keys[:3]}")
+    else:
+        raise FileNotFoundError(f"{folder}: no model.safetensors or adapter_model.safetensors for this model")

@@ -24,7 +24,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, 
 from data_gen.records import read_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
-from dermvqa.train.checkpoints import CompletionMarker, latest_complete
+from dermvqa.train.checkpoints import CompletionMarker, latest_complete, load_checkpoint_weights
 from dermvqa.train.ds_env import without_zero3_init
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
@@ -154,6 +154,10 @@ class RecipeTrainer(Trainer):
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
         return (loss, None) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers' own loader only warns when keys miss, and misses every key of an old-layout LLaVA save
+        load_checkpoint_weights(model or self.model, resume_from_checkpoint)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.lr_multipliers:
