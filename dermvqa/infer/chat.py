@@ -14,6 +14,8 @@ from PIL import Image
 from transformers import TextIteratorStreamer
 
 from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
+from dermvqa.model.processor import image_side
+from dermvqa.model.generation import model_greedy_config
 
 
 class PromptTooLong(ValueError):
@@ -47,10 +49,10 @@ def _blank_image(width: int, height: int) -> Image.Image:
 
 def count_prompt_tokens(processor, messages: list[dict]) -> int:
     """Prompt length in tokens with image placeholders expanded (fixed-size image processors: content-independent)."""
-    crop = processor.image_processor.crop_size
+    side = image_side(processor.image_processor)
     n_images = sum(1 for m in messages if isinstance(m["content"], list)
                    for part in m["content"] if part["type"] == "image")
-    enc = encode_prompts(processor, [_blank_image(crop["width"], crop["height"])] * n_images or None,
+    enc = encode_prompts(processor, [_blank_image(side, side)] * n_images or None,
                          [prompt_text(processor, messages)])
     return len(enc["input_ids"][0])
 
@@ -82,8 +84,8 @@ def generate_replies(model, processor, images: list[Image.Image], conversations:
         check_fits(model, n, limit)
     batch = batch.to(model.device)
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    out = model.generate(**batch, max_new_tokens=max(limits), do_sample=False, num_beams=1, streamer=streamer,
-                         pad_token_id=processor.tokenizer.pad_token_id)
+    out = model.generate(**batch, generation_config=model_greedy_config(model, processor.tokenizer, max(limits)),
+                         streamer=streamer)
     eos = _eos_ids(model, processor)
     replies = []
     for row, n, limit in zip(out[:, batch["input_ids"].shape[1]:].tolist(), prompt_lens, limits):

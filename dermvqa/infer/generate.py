@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from dermvqa.data.conversation import user_turn
+from dermvqa.model.generation import model_greedy_config
 
 
 def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
@@ -59,7 +60,6 @@ def answer_batch(model, processor, images: list[Image.Image], questions: list[st
     batch = encode_prompts(processor, [im.convert("RGB") for im in images], prompts,
                            return_tensors="pt", padding=True).to(model.device)
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                         pad_token_id=processor.tokenizer.pad_token_id)
+    out = model.generate(**batch, generation_config=model_greedy_config(model, processor.tokenizer, max_new_tokens))
     new = out[:, batch["input_ids"].shape[1]:]
     return [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]

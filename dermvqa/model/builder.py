@@ -19,7 +19,8 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, 
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from dermvqa.model.folder import save_model_folder
-from dermvqa.model.processor import CHATML_TEMPLATE, IMAGE_TOKEN, image_seq_length
+from dermvqa.model.generation import greedy_config, stop_ids
+from dermvqa.model.processor import CHATML_TEMPLATE, IMAGE_TOKEN, image_seq_length, image_side
 
 PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # name -> activation between linear_1 and linear_2
 VISION_TYPES = {"clip_vision_model": (CLIPVisionModel, True), "siglip_vision_model": (SiglipVisionModel, False)}
@@ -75,12 +76,10 @@ def load_vision(source: str, dtype=torch.float32, allow_pickle: bool = False):
 
 
 def _processor_size(image_processor) -> int:
-    crop = getattr(image_processor, "crop_size", None) if getattr(image_processor, "do_center_crop", False) else None
-    size = crop or image_processor.size
-    side = size.get("height", size.get("shortest_edge"))
-    if size.get("width", side) != side:
-        raise BuildError(f"image processor produces non-square images {size}")
-    return side
+    try:
+        return image_side(image_processor)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
 
 
 def find_reserved_token(tokenizer, skip: set[int] = frozenset()) -> str | None:
@@ -182,8 +181,8 @@ def build_llava(vision: str, llm: str, projector: str = "mlp2x_gelu", feature_la
     model.model.language_model = lm.model
     model.lm_head = lm.get_output_embeddings()
     model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
-    model.generation_config = lm.generation_config
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = greedy_config(stop_ids(lm.generation_config, lm.config, tokenizer=tokenizer),
+                                            tokenizer.pad_token_id, lm.generation_config.bos_token_id)
     wrapped = wrap_chat_template(template, token)
     tokenizer.chat_template = wrapped
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vcfg.patch_size,

@@ -8,6 +8,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
+from dermvqa.model.generation import greedy_config
 from dermvqa.model.processor import (CHATML_TEMPLATE, IMAGE_TOKEN, build_processor,
                                      clip_image_processor, image_seq_length)
 
@@ -52,8 +53,7 @@ def build_tiny_llava(out_dir: str | Path, texts, seed: int = 0, image_size: int 
                          vision_feature_select_strategy="default",
                          image_seq_length=image_seq_length(image_size, patch_size))
     model = LlavaForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = greedy_config([tokenizer.eos_token_id], tokenizer.pad_token_id)
     processor = build_processor(clip_image_processor(image_size), tokenizer, patch_size, CHATML_TEMPLATE)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

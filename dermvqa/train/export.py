@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from dermvqa.model.generation import model_greedy_config
+
 LICENCE = ("Derm1M and DermLIP are released under CC BY-NC 4.0, so these weights (trained on Derm1M-derived "
            "questions with a DermLIP vision tower) are for non-commercial research only; the LLM keeps its "
            "own licence as well.")
@@ -135,6 +137,8 @@ def export(source: str | Path, out: str | Path, dtype: str = "float32", recipe_p
                                 source.parent.parent / "data_summary.json") if p.is_file()), None)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # greedy, with the family's stop ids, whatever the LLM's own (sampling) config said
+    model.generation_config = model_greedy_config(model, processor.tokenizer, max_new_tokens=256)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
