@@ -7,6 +7,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from dermvqa.data.conversation import record_messages, tokenize_chat
+from dermvqa.model.processor import image_seq_length, image_side
 
 
 class QADataset(Dataset):
@@ -62,6 +63,5 @@ class QADataset(Dataset):
 
 
 def _image_seq_length(processor) -> int:
-    size = processor.image_processor.crop_size["height"]
-    n = (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens
-    return n - 1 if processor.vision_feature_select_strategy == "default" else n
+    return image_seq_length(image_side(processor.image_processor), processor.patch_size,
+                            processor.vision_feature_select_strategy, processor.num_additional_image_tokens > 0)

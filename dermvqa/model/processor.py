@@ -38,6 +38,16 @@ def build_processor(image_processor, tokenizer, patch_size: int, chat_template: 
     )
 
 
+def image_side(image_processor) -> int:
+    """Side of the square images a processor makes: its centre crop (CLIP) or, without one, its resize (SigLIP)."""
+    size = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else image_processor.size
+    height, width = size.get("height"), size.get("width")
+    if height is None or height != width:
+        raise ValueError(f"image processor makes no fixed square images: resize {image_processor.size}, "
+                         f"centre crop {getattr(image_processor, 'crop_size', None) or 'none'}")
+    return height
+
+
 def image_seq_length(image_size: int, patch_size: int, strategy: str = "default", cls_token: bool = True) -> int:
     n = (image_size // patch_size) ** 2 + (1 if cls_token else 0)
     return n - 1 if strategy == "default" and cls_token else n
