@@ -76,3 +76,66 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
     report = run_teach(qa, csv, out, teacher, batch_size=batch_size, limit=limit)
     typer.echo(f"kept {report['kept']} teacher records; rejected: "
                f"{ {k: v['count'] for k, v in report['rejections'].items()} }")
+
+
+import_app = typer.Typer(help="Classification datasets -> the Derm1M-format CSV `data synth` reads.",
+                         no_args_is_help=True)
+data_app.add_typer(import_app, name="import")
+_METADATA = typer.Option(..., help="the dataset's metadata CSV")
+_IMAGES = typer.Option(..., help="image folder (searched recursively by file name)")
+_OUT = typer.Option(..., help="output folder: derm1m.csv, import_report.md/.json, skipped.csv")
+_SPLIT = typer.Option(None, help="CSV with image_id (or img_id / image_path) and split train/val/test: "
+                                 "kept as given; without it the split is by lesion / patient id")
+_ONTOLOGY = typer.Option(None, help="Derm1M ontology.json: checks the label mapping against it")
+_TREE = typer.Option(None, help="nested ontology tree JSON (splits the benign/malignant copies)")
+_STRICT = typer.Option(False, help="stop at the first bad row instead of counting it as skipped")
+_SEED = typer.Option(0, help="seed of the fallback split")
+_TEST_FRACTION = typer.Option(0.2, help="test share of the fallback split")
+
+
+def _run_import(fn, ontology: Optional[Path], tree: Optional[Path], **kw) -> None:
+    from data_gen.importers.common import ImportFailed
+    from data_gen.ontology import Ontology
+
+    try:
+        onto = Ontology.load(ontology, tree) if ontology else None
+        fn(ontology=onto, **kw)
+    except (ImportFailed, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+
+
+@import_app.command("ham10000")
+def import_ham(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
+               split_file: Optional[Path] = _SPLIT, ontology: Optional[Path] = _ONTOLOGY,
+               tree: Optional[Path] = _TREE, strict: bool = _STRICT, seed: int = _SEED,
+               test_fraction: float = _TEST_FRACTION):
+    """HAM10000_metadata.csv (+ the DermaMNIST split file) -> Derm1M format; 7 dx codes -> ontology nodes."""
+    from data_gen.importers.ham10000 import import_ham10000
+
+    _run_import(import_ham10000, ontology, tree, metadata=metadata, images=images, out=out, split_file=split_file,
+                strict=strict, seed=seed, test_fraction=test_fraction)
+
+
+@import_app.command("pad-ufes-20")
+def import_pad(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
+               split_file: Optional[Path] = _SPLIT, ontology: Optional[Path] = _ONTOLOGY,
+               tree: Optional[Path] = _TREE, strict: bool = _STRICT, seed: int = _SEED,
+               test_fraction: float = _TEST_FRACTION):
+    """PAD-UFES-20 metadata.csv -> Derm1M format with real Fitzpatrick skin types; split by patient."""
+    from data_gen.importers.pad_ufes_20 import import_pad_ufes_20
+
+    _run_import(import_pad_ufes_20, ontology, tree, metadata=metadata, images=images, out=out,
+                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction)
+
+
+@import_app.command("fitzpatrick17k")
+def import_f17k(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
+                ontology: Path = typer.Option(..., help="Derm1M ontology.json: the 114 labels resolve against it"),
+                split_file: Optional[Path] = _SPLIT, tree: Optional[Path] = _TREE, strict: bool = _STRICT,
+                seed: int = _SEED, test_fraction: float = _TEST_FRACTION):
+    """fitzpatrick17k.csv -> Derm1M format; rows whose <md5hash>.jpg is not under --images are listed as skipped."""
+    from data_gen.importers.fitzpatrick17k import import_fitzpatrick17k
+
+    _run_import(import_fitzpatrick17k, ontology, tree, metadata=metadata, images=images, out=out,
+                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction)

@@ -15,7 +15,8 @@ import pandas as pd
 
 COLUMNS = ("filename", "caption", "truncated_caption", "source", "source_type", "disease_label",
            "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender")
-OPTIONAL_COLUMNS = ("fitzpatrick",)
+OPTIONAL_COLUMNS = ("fitzpatrick", "split")
+_SPLIT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 # Values Derm1M writes where a field is unknown (compared lower-cased and stripped).
 MISSING = {"", "nan", "none", "no definitive diagnosis", "no visual concepts", "no body location information",
@@ -42,6 +43,7 @@ class Row:
     age: int | None = None
     gender: str | None = None
     fitzpatrick: int = 0        # 1-6, 0 unknown
+    split: str = ""             # a split the CSV gives (an imported dataset's own), "" = assign one
     problem: str = ""           # why the row cannot be used at all ("" = readable)
     detail: str = ""            # the offending value(s), for the rejection report
 
@@ -92,7 +94,7 @@ def check_columns(path: str | Path, encoding: str = "utf-8") -> list[str]:
     return header
 
 
-def _parse(index: int, v: dict[str, str], has_fitz: bool) -> Row:
+def _parse(index: int, v: dict[str, str], has_fitz: bool, has_split: bool = False) -> Row:
     caption = v["caption"].strip() or v["truncated_caption"].strip()
     label = "" if _missing(v["disease_label"]) else v["disease_label"].strip()
     hier = "" if _missing(v["hierarchical_disease_label"]) else v["hierarchical_disease_label"].strip()
@@ -116,6 +118,11 @@ def _parse(index: int, v: dict[str, str], has_fitz: bool) -> Row:
             row.problem, row.detail = "fitzpatrick not in 1-6", repr(v["fitzpatrick"])
     elif (m := _FST_IN_CAPTION.search(caption)) is not None:
         row.fitzpatrick = int(m.group(1))  # "with FST2 skin tone" in the public-dataset captions
+    if has_split and (split := v["split"].strip()):
+        if _SPLIT_NAME.fullmatch(split):
+            row.split = split
+        elif not row.problem:
+            row.problem, row.detail = "split is not a lower-case name", repr(split)
     return row
 
 
@@ -130,8 +137,8 @@ def iter_parts(path: str | Path, chunk_rows: int = 10_000, encoding: str = "utf-
     """Yield (k, rows) for the k-th block of `chunk_rows` rows; blocks outside `only` are not parsed."""
     path = Path(path)
     header = check_columns(path, encoding)
-    has_fitz = "fitzpatrick" in header
-    cols = list(COLUMNS) + (["fitzpatrick"] if has_fitz else [])
+    has_fitz, has_split = "fitzpatrick" in header, "split" in header
+    cols = list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in header]
     reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, usecols=cols,
                          chunksize=chunk_rows, encoding=encoding, encoding_errors="replace")
     start = 0
@@ -139,7 +146,7 @@ def iter_parts(path: str | Path, chunk_rows: int = 10_000, encoding: str = "utf-
         for k, df in enumerate(reader):
             if only is None or k in only:
                 values = [df[c].tolist() for c in cols]
-                yield k, [_parse(start + i, dict(zip(cols, vals)), has_fitz) for i, vals in enumerate(zip(*values))]
+                yield k, [_parse(start + i, dict(zip(cols, vals)), has_fitz, has_split) for i, vals in enumerate(zip(*values))]
             start += len(df)
     except pd.errors.ParserError as e:
         raise CSVFormatError(f"{path}: malformed CSV after data row {start} ({e})") from e

@@ -79,7 +79,8 @@ def _scan_rows(inp: ScanInput, rows) -> tuple[list, dict]:
                 reason = ("image file missing" if not image.is_file() else "image unreadable", str(image))
         if reason is None:
             corpus.observe(row, paths, res.hier_nodes if res is not None else ())
-        out.append((row.filename, reason, note, assign_split(group_key, inp.seed, inp.test_fraction), paths))
+        split = row.split or assign_split(group_key, inp.seed, inp.test_fraction)  # a given split wins
+        out.append((row.filename, reason, note, split, paths))
     return out, corpus.state()
 
 

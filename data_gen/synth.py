@@ -130,10 +130,8 @@ def _make_part(job: _Job, k: int, chunk) -> None:
             rejections.add(reason, f"row {i + 1} {row.filename}: {detail}".rstrip(": "))
         not_applicable.update(ctx.missing)
         records += _gate_records(built, row, rejections, Counter())
-    for split in ("train", "test"):
-        part = [r for r in records if r.split == split]
-        if part:
-            write_parquet(part, job.out_dir / "qa" / split / f"part-{k:05d}.parquet")
+    for split in sorted({r.split for r in records}):  # train/test, or the splits the CSV gives
+        write_parquet([r for r in records if r.split == split], job.out_dir / "qa" / split / f"part-{k:05d}.parquet")
     stats = _part_stats(records, rejections, len(chunk), accepted, k)
     stats["not_applicable"] = not_applicable
     _write_json(job.out_dir / "parts" / f"part-{k:05d}.json", stats)
