@@ -18,6 +18,9 @@ from dermvqa.eval.loaders import load_bench
 
 GRID_CELL = 256
 MODES = ("generate", "likelihood")
+LIKELIHOOD_SCORING = ("closed questions with options by option likelihood: yes/no and closed morphology score "
+                      "'<the model's own greedy finding>. Answer: <option>.', the reply they were trained to give; "
+                      "other closed questions score the option as the whole reply; open questions are generated")
 
 
 def check_images(items: list[EvalItem]) -> tuple[list[EvalItem], dict[str, str]]:
@@ -79,7 +82,7 @@ def answer_all(model, processor, todo: list[tuple[EvalItem, bool]], log: AnswerL
     from tqdm import tqdm
 
     from dermvqa.infer.generate import answer_batch
-    from dermvqa.infer.likelihood import option_probs
+    from dermvqa.infer.likelihood import option_probs, scored_replies
 
     blank = blank_image(processor)
     by_option = [mode == "likelihood" and it.answer_type == CLOSED and bool(it.options) for it, _ in todo]
@@ -91,11 +94,13 @@ def answer_all(model, processor, todo: list[tuple[EvalItem, bool]], log: AnswerL
                 batch = group[start:start + batch_size]
                 images = [blank if b else load_image(it) for it, b in batch]
                 questions = [it.question for it, _ in batch]
-                if by_likelihood:
-                    probs = option_probs(model, processor, images, questions, [it.options for it, _ in batch],
-                                         batch_size=batch_size, reduce=reduce)
-                    rows = [{"id": it.id, "blind": b, "reply": it.options[max(range(len(p)), key=p.__getitem__)],
-                             "probs": p} for (it, b), p in zip(batch, probs)]
+                if by_likelihood:  # each option scored as the whole reply the model was trained to give
+                    replies = scored_replies(model, processor, images, questions, [it.options for it, _ in batch],
+                                             [it.family for it, _ in batch], max_new_tokens)
+                    probs = option_probs(model, processor, images, questions, replies, batch_size=batch_size,
+                                         reduce=reduce)
+                    rows = [{"id": it.id, "blind": b, "reply": it.options[k := max(range(len(p)), key=p.__getitem__)],
+                             "scored_reply": r[k], "probs": p} for (it, b), p, r in zip(batch, probs, replies)]
                 else:
                     replies = answer_batch(model, processor, images, questions, max_new_tokens=max_new_tokens)
                     rows = [{"id": it.id, "blind": b, "reply": r} for (it, b), r in zip(batch, replies)]
@@ -124,6 +129,8 @@ def run_eval(model_dir, bench_spec: str, out_dir, batch_size: int = 8, limit: in
     out.mkdir(parents=True, exist_ok=True)
     settings = {"model": str(model_dir), "bench": bench_spec, "mode": mode, "max_new_tokens": max_new_tokens,
                 "likelihood_reduce": reduce, "decoding": "greedy"}
+    if mode == "likelihood":
+        settings["likelihood_scoring"] = LIKELIHOOD_SCORING
     log = AnswerLog(out, settings)
     pairs = [(it, b) for b in ([False, True] if blind else [False]) for it in items]
     todo = [(it, b) for it, b in pairs if not log.has(it.id, b)]

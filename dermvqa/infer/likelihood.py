@@ -1,16 +1,45 @@
 """Multiple choice by option likelihood: score each option as the assistant's whole reply, normalise over options.
 
 The scored continuation is what the chat template puts after the generation prompt for an assistant
-turn holding the option (e.g. `psoriasis<|im_end|>\n`), so an option that is only a prefix of the
-model's preferred answer is not favoured. Pairs are batched with left padding and explicit position
-ids, and only the last logits are kept, so memory stays small for large vocabularies.
+turn holding the reply (e.g. `psoriasis<|im_end|>\n`), so an option that is only a prefix of the
+model's preferred answer is not favoured. Families trained to state a finding before the verdict
+(yes/no, closed morphology: "The lesion looks like X, not Y. Answer: no.") are scored on that whole
+reply: the model's own greedy finding, then each option's verdict (`scored_replies`). Pairs are
+batched with left padding and explicit position ids, and only the last logits are kept, so memory
+stays small for large vocabularies.
 """
 from __future__ import annotations
 
 import torch
 from PIL import Image
 
-from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
+from dermvqa.infer.generate import answer_batch, encode_prompts, prompt_text, user_turn
+
+VERDICT = ". Answer: "
+VERDICT_FAMILIES = {"yes_no", "morphology"}  # closed answers trained as "<finding>. Answer: <option>."
+
+
+def states_finding(family: str, options: list[str]) -> bool:
+    """Whether a trained model replies to this closed question with a finding, then the verdict."""
+    return family in VERDICT_FAMILIES or sorted(o.lower() for o in options) == ["no", "yes"]
+
+
+def finding_of(reply: str) -> str:
+    """The finding part of a reply ("The lesion looks like X, not Y" of "... Answer: no.")."""
+    head = reply.rsplit(VERDICT.strip(), 1)[0] if VERDICT.strip() in reply else reply
+    return head.strip().rstrip(".").strip()
+
+
+def scored_replies(model, processor, images, questions, options, families, max_new_tokens: int = 64):
+    """Per question, the full reply to score for each option: the option itself, or, for families that
+    state a finding first, the model's own greedy finding followed by that option's verdict."""
+    verdict = [i for i, (f, o) in enumerate(zip(families, options)) if states_finding(f, o)]
+    found = answer_batch(model, processor, [images[i] for i in verdict], [questions[i] for i in verdict],
+                         max_new_tokens=max_new_tokens) if verdict else []
+    replies = [list(o) for o in options]
+    for i, reply in zip(verdict, found):
+        replies[i] = [f"{finding_of(reply)}{VERDICT}{o}." for o in options[i]]
+    return replies
 
 
 def continuation_text(processor, question: str, option: str) -> str:
@@ -26,7 +55,10 @@ def continuation_text(processor, question: str, option: str) -> str:
 @torch.inference_mode()
 def option_logprobs(model, processor, images: list[Image.Image], questions: list[str],
                     options: list[list[str]], batch_size: int = 16, reduce: str = "sum") -> list[list[float]]:
-    """Per question, each option's summed (or mean per token) log-probability given image + question."""
+    """Per question, each option's summed (or mean per token) log-probability given image + question.
+
+    An option is the assistant's whole reply: pass `scored_replies(...)` to score trained replies.
+    """
     if not len(images) == len(questions) == len(options):
         raise ValueError(f"{len(images)} images, {len(questions)} questions, {len(options)} option lists")
     if reduce not in ("sum", "mean"):

@@ -64,3 +64,34 @@ def test_bad_input(model_and_processor):
         option_logprobs(model, processor, IMAGES[:1], QUESTIONS[:1], [[]])
     with pytest.raises(ValueError, match="2 questions"):
         option_logprobs(model, processor, IMAGES[:1], QUESTIONS[:2], OPTIONS[:1])
+
+
+def test_finding_families_score_the_whole_trained_reply(model_and_processor):
+    """Yes/no and closed morphology: the model's greedy finding + each verdict, equal to a manual forward pass."""
+    from dermvqa.infer.generate import answer_batch
+    from dermvqa.infer.likelihood import finding_of, scored_replies
+
+    model, processor = model_and_processor
+    fams = ["yes_no", "diagnosis", "morphology"]
+    replies = scored_replies(model, processor, IMAGES, QUESTIONS, OPTIONS, fams, max_new_tokens=12)
+    greedy = answer_batch(model, processor, IMAGES, QUESTIONS, max_new_tokens=12)
+    assert replies[1] == OPTIONS[1]  # multiple choice was trained on the bare option
+    for i in (0, 2):
+        assert replies[i] == [f"{finding_of(greedy[i])}. Answer: {o}." for o in OPTIONS[i]]
+    q, reply = QUESTIONS[0], replies[0][1]
+    enc = processor(images=[IMAGES[0]], text=[prompt_text(processor, [user_turn(q)])], return_tensors="pt")
+    cont = processor.tokenizer(continuation_text(processor, q, reply), add_special_tokens=False)["input_ids"]
+    ids = torch.cat([enc["input_ids"][0], torch.tensor(cont)])[None]
+    with torch.no_grad():
+        logp = model(input_ids=ids, pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
+    start = ids.shape[1] - len(cont)
+    expected = sum(logp[start + j - 1, t].item() for j, t in enumerate(cont))
+    assert option_logprobs(model, processor, IMAGES[:1], [q], replies[:1])[0][1] == pytest.approx(expected, abs=1e-4)
+
+
+def test_finding_of_reads_the_finding():
+    from dermvqa.infer.likelihood import finding_of
+
+    assert finding_of("The lesion looks like eczema, not psoriasis. Answer: no.") == \
+        "The lesion looks like eczema, not psoriasis"
+    assert finding_of("The lesion shows scale, red.") == "The lesion shows scale, red"
