@@ -5,9 +5,10 @@ from pathlib import Path
 
 import typer
 
-SPEC_HELP = ("benchmark: qa:DIR[:SPLIT] (our QA parquet, split default test), mmskin:CSV, dermavqa:JSON, "
-             "slake:JSON, zeroshot:CSV:LIST (PAD, HAM, F17K, DAFFODIL); extras as :key=value, "
-             "e.g. :root=IMAGE_DIR, :lang=en")
+SPEC_HELP = ("benchmark as released: qa:DIR[:SPLIT] (our QA parquet), mmskin:CSV, dermavqa:JSON[:lang=en|zh|es|all], "
+             "slake:JSON[:lang=en|zh|all], vqarad:JSON[:split=test|train|all], "
+             "zeroshot:CSV:PAD|HAM|F17K|DAFFODIL (or :classes=FILE), ham10000:DIR[:split=test|val|train|all]; "
+             ":root=DATASET_DIR finds the images in the official layout (default: the file's folder)")
 
 eval_app = typer.Typer(
     help="Benchmark a model: `dermvqa eval --model DIR --bench SPEC --out DIR` writes metrics.json, "
@@ -26,9 +27,25 @@ def run(ctx: typer.Context,
         mode: str = typer.Option("generate", "--mode", help="generate | likelihood (closed questions by "
                                  "option log-likelihood, gives calibration)"),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-        device: str = typer.Option(None, "--device", help="cuda / cpu (default: cuda when available)")):
+        device: str = typer.Option(None, "--device", help="cuda / cpu (default: cuda when available)"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="no model: print what --bench loads (items per "
+                                     "split, answer type and language, skips, images found) and stop")):
     """Run a benchmark; see `compare` for comparing two reports."""
+    from dermvqa.eval.benchmarks.common import BenchError
+
     if ctx.invoked_subcommand is not None:
+        return
+    if dry_run:
+        if bench is None:
+            raise typer.BadParameter("missing --bench")
+        from dermvqa.eval.dryrun import describe
+        from dermvqa.eval.loaders import load_bench
+
+        try:
+            typer.echo(describe(load_bench(bench, strict=False)))
+        except BenchError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
         return
     missing = [n for n, v in (("--model", model), ("--bench", bench), ("--out", out)) if v is None]
     if missing:
@@ -38,8 +55,12 @@ def run(ctx: typer.Context,
     from dermvqa.eval.runner import run_eval
     from dermvqa.eval.summary import HEADLINE
 
-    m = run_eval(model, bench, out, batch_size=batch_size, limit=limit, blind=blind, mode=mode,
-                 max_new_tokens=max_new_tokens, device=device)
+    try:
+        m = run_eval(model, bench, out, batch_size=batch_size, limit=limit, blind=blind, mode=mode,
+                     max_new_tokens=max_new_tokens, device=device)
+    except BenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     b = m["benchmark"]
     typer.echo(f"scored {b['items_scored']} of {b['items_selected']} questions "
                f"({b['missing_images']['count']} with missing images)")

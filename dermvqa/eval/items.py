@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOSED, OPEN = "closed", "open"
-KINDS = ("qa", "mmskin", "dermavqa", "slake", "zeroshot")
+KINDS = ("qa", "mmskin", "dermavqa", "slake", "vqarad", "zeroshot", "ham10000")
 
 
 @dataclass
@@ -22,6 +22,8 @@ class EvalItem:
     source: str = ""
     group: str = ""              # ontology top-level group
     fitzpatrick: int = 0         # 1-6, 0 = unknown
+    split: str = ""              # the benchmark's own split (train / val / test ...), "" when it has none
+    lang: str = ""               # question language when the benchmark has several (en / zh / es)
 
     @property
     def gold(self) -> str:
@@ -35,8 +37,10 @@ class EvalItem:
 class Bench:
     kind: str
     spec: str
-    items: list[EvalItem]
-    skipped: dict[str, int] = field(default_factory=dict)  # loader-level exclusions: reason -> count
+    items: list[EvalItem]                                    # the selected split
+    skipped: dict[str, int] = field(default_factory=dict)   # loader-level exclusions: reason -> count
+    info: dict = field(default_factory=dict)                 # what the loader decided: split, class list, image folder
+    others: list[EvalItem] = field(default_factory=list)     # items of the splits not selected (for --dry-run)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Spec:
     kind: str
     path: Path
     args: list[str]              # positional extras: qa split, zeroshot list name
-    opts: dict[str, str]         # key=value extras: root=, lang=, lists=, split=
+    opts: dict[str, str]         # key=value extras: root=, lang=, classes=, split=
 
 
 def parse_spec(spec: str) -> Spec:

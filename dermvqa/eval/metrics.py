@@ -1,7 +1,9 @@
 """Per-item scores (closed accuracy, open exact match, token recall/F1, BLEU-1..4, ROUGE-L, METEOR) and ECE.
 
 All scores are fractions in [0, 1]; group figures are means of the per-item scores, so every number
-can carry a bootstrap interval. BLEU is sentence-level (sacrebleu, exponential smoothing, lowercased).
+can carry a bootstrap interval. BLEU is sentence-level (sacrebleu, exponential smoothing, lowercased;
+sacrebleu's `zh` tokenizer when the text has Chinese). Token metrics and ROUGE-L count each Chinese
+character as a token, so unspaced Chinese is scored too.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections import Counter
 import numpy as np
 
 from dermvqa.eval.items import CLOSED, EvalItem
-from dermvqa.eval.parse import mentions, normalize, parse_choice
+from dermvqa.eval.parse import exact_answer, has_cjk, normalize, parse_choice, tokens
 
 CLOSED_METRICS = ["accuracy", "llava_med_closed"]
 OPEN_METRICS = ["exact_match", "token_recall", "token_f1", "llava_med_open_recall",
@@ -20,7 +22,7 @@ BERTSCORE_REASON = "bert-score needs a pretrained model from the hub; none is av
 
 def token_recall_f1(pred: str, ref: str) -> tuple[float, float]:
     """Multiset overlap of normalised tokens: recall of the reference tokens and F1."""
-    p, r = normalize(pred).split(), normalize(ref).split()
+    p, r = tokens(pred), tokens(ref)
     common = sum((Counter(p) & Counter(r)).values())
     if not r or not p or not common:
         return 0.0, 0.0
@@ -30,7 +32,7 @@ def token_recall_f1(pred: str, ref: str) -> tuple[float, float]:
 
 def llava_med_open_recall(pred: str, ref: str) -> float:
     """LLaVA-Med's open-question score: share of distinct reference words that appear in the reply."""
-    ref_words, pred_words = set(normalize(ref).split()), set(normalize(pred).split())
+    ref_words, pred_words = set(tokens(ref)), set(tokens(pred))
     return len(ref_words & pred_words) / len(ref_words) if ref_words else 0.0
 
 
@@ -42,8 +44,17 @@ def meteor_status() -> str | None:
     except ImportError:
         return "nltk is not installed (pip install 'dermvqa[eval]')"
     except LookupError:
-        return "nltk WordNet data not found (nltk.download('wordnet') needs the internet)"
+        return ("nltk WordNet data not found: install it once with `python -m nltk.downloader wordnet` "
+                "(needs the internet) or copy an nltk_data folder with corpora/wordnet into NLTK_DATA")
     return None
+
+
+class _RougeTokens:
+    """rouge-score's tokenizer interface over `tokens` (its own drops every non-ASCII character)."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return tokens(text)
 
 
 class TextScorer:
@@ -53,8 +64,9 @@ class TextScorer:
         from rouge_score import rouge_scorer
         from sacrebleu.metrics import BLEU
 
-        self.bleu = {n: BLEU(max_ngram_order=n, effective_order=True, lowercase=True) for n in range(1, 5)}
-        self.rouge = rouge_scorer.RougeScorer(["rougeL"])
+        self.bleu = {(n, tok): BLEU(max_ngram_order=n, effective_order=True, lowercase=True, tokenize=tok)
+                     for n in range(1, 5) for tok in ("13a", "zh")}
+        self.rouge = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_RougeTokens())
         self.meteor_missing = meteor_status()
 
     def open_scores(self, pred: str, refs: list[str], gold: str) -> dict[str, float]:
@@ -62,12 +74,13 @@ class TextScorer:
         recall, f1 = max(token_recall_f1(pred, r) for r in refs)
         s = {"exact_match": float(normalize(pred) in golds), "token_recall": recall, "token_f1": f1,
              "llava_med_open_recall": max(llava_med_open_recall(pred, r) for r in refs)}
-        for n, bleu in self.bleu.items():
-            s[f"bleu{n}"] = bleu.sentence_score(pred, refs).score / 100 if pred.strip() else 0.0
+        tok = "zh" if any(has_cjk(t) for t in [pred, *refs]) else "13a"
+        for n in range(1, 5):
+            s[f"bleu{n}"] = self.bleu[n, tok].sentence_score(pred, refs).score / 100 if pred.strip() else 0.0
         s["rougeL"] = self.rouge.score_multi(refs, pred)["rougeL"].fmeasure
         if self.meteor_missing is None:
             from nltk.translate.meteor_score import meteor_score
-            s["meteor"] = meteor_score([r.lower().split() for r in refs], pred.lower().split())
+            s["meteor"] = meteor_score([tokens(r) for r in refs], tokens(pred))
         return s
 
     def score(self, item: EvalItem, reply: str) -> tuple[dict[str, float], int | None]:
@@ -77,7 +90,7 @@ class TextScorer:
                 pick = parse_choice(reply, item.options)
                 hit = pick == item.answer_index
             else:
-                pick, hit = None, mentions(reply, item.gold)
+                pick, hit = None, exact_answer(reply, item.gold)
             return {"accuracy": float(hit), "llava_med_closed": float(item.gold.lower() in reply.lower())}, pick
         return self.open_scores(reply, item.references, item.gold), None
 

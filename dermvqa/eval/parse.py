@@ -1,19 +1,46 @@
-"""Turn a free-text reply into a verdict: normalisation, yes/no, option letter or option text."""
+"""Turn a free-text reply into a verdict: normalisation (Chinese-aware), yes/no, option letter or option text.
+
+A reply is scored by the answer it commits to: the text after its last "Answer:" tag when it has one,
+else the whole reply. Naming several of the options is no commitment and scores as unparsed.
+"""
 from __future__ import annotations
 
 import re
 import string
 
 ARTICLES = {"a", "an", "the"}
-_NON_WORD = re.compile(r"[^\w\s]|_")
-_ANSWER_TAG = re.compile(r"\banswer\s*(?:is|:)\s*", re.IGNORECASE)
+_WORD = re.compile(r"[^\W_]+")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_ANSWER_TAG = re.compile(r"\banswer\s*(?:is|:)\s*|答案\s*(?:是|为|[:：])\s*", re.IGNORECASE)
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+# Chinese verdict words, longest first so that 不是 / 没有 win over the 是 / 有 inside them
+ZH_POLAR = {"不是": "no", "没有": "no", "不对": "no", "是的": "yes", "否": "no", "无": "no",
+            "是": "yes", "有": "yes", "对": "yes"}
+_ZH_POLAR = re.compile("|".join(sorted(ZH_POLAR, key=len, reverse=True)))
+POLAR = {"yes": "yes", "no": "no", **ZH_POLAR}
+_OR = {"en": re.compile(r"\s+or\s+", re.IGNORECASE), "zh": re.compile(r"还是|或者|或")}
+_LIST_SEP = re.compile(r"[,，、]")
+_ZH_UNITS = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")   # Latin words whole, anything else per character
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK.search(text))
+
+
+def tokens(text: str) -> list[str]:
+    """Lowercased word tokens without articles; each Chinese character is a token of its own."""
+    out = []
+    for word in _WORD.findall(text.lower()):
+        if has_cjk(word):
+            out += [t for t in re.split(f"({_CJK.pattern})", word) if t]
+        elif word not in ARTICLES:
+            out.append(word)
+    return out
 
 
 def normalize(text: str) -> str:
-    """Lowercase, punctuation to spaces, drop articles, collapse whitespace."""
-    words = _NON_WORD.sub(" ", text.lower()).split()
-    return " ".join(w for w in words if w not in ARTICLES)
+    """Lowercase, punctuation to spaces, drop articles, Chinese characters spaced, whitespace collapsed."""
+    return " ".join(tokens(text))
 
 
 def option_labels(n: int) -> list[str]:
@@ -27,18 +54,31 @@ def format_options(options: list[str]) -> str:
 
 
 def _after_answer_tag(reply: str) -> str | None:
-    """The text after the last 'Answer:' / 'answer is', or None when there is no such tag."""
+    """The text after the last 'Answer:' / 'answer is' / '答案是', or None when there is no such tag."""
     tags = list(_ANSWER_TAG.finditer(reply))
     return reply[tags[-1].end():] if tags else None
 
 
+def answer_text(reply: str) -> str:
+    """The part of the reply that states its answer: after the last answer tag, else all of it."""
+    tail = _after_answer_tag(reply)
+    return reply if tail is None else tail
+
+
+def polarity(option: str) -> str | None:
+    """'yes' / 'no' for a yes/no option in English or Chinese (是, 不是, 有, 没有 ...), else None."""
+    return POLAR.get(normalize(option).replace(" ", "") or option.strip())
+
+
 def parse_yes_no(reply: str) -> str | None:
-    """The verdict after 'Answer:' when present, else the first standalone yes/no; None if neither."""
+    """The verdict after the answer tag when present, else the first standalone yes/no (or Chinese verdict
+    word); None if neither."""
     tail = _after_answer_tag(reply)
     for text in ([tail] if tail is not None else []) + [reply]:
-        m = _YES_NO.search(text)
-        if m:
-            return m.group(1).lower()
+        found = [(m.start(), m.group(1).lower()) for m in [_YES_NO.search(text)] if m]
+        found += [(m.start(), ZH_POLAR[m.group(0)]) for m in [_ZH_POLAR.search(text)] if m]
+        if found:
+            return min(found)[1]
     return None
 
 
@@ -56,36 +96,73 @@ def _letter_choice(text: str, labels: list[str]) -> int | None:
     return None
 
 
-def _text_choice(text: str, options: list[str]) -> int | None:
-    """Exact normalised match, else the option mentioned first (longest wins at the same position)."""
-    norm = normalize(text)
-    opts = [normalize(o) for o in options]
-    if norm in opts:
-        return opts.index(norm)
-    padded = f" {norm} "
-    hits = [(padded.find(f" {o} "), -len(o), i) for i, o in enumerate(opts) if o and f" {o} " in padded]
-    return min(hits)[2] if hits else None
+def _named(text: str, options: list[str]) -> set[int]:
+    """Indices of the options the text names as whole words; an option found only inside a longer named
+    option ('melanoma' in 'superficial spreading melanoma') does not count."""
+    padded = f" {normalize(text)} "
+    spans = []
+    for i, o in enumerate(normalize(o) for o in options):
+        start = padded.find(f" {o} ") if o else -1
+        while start >= 0:
+            spans.append((start, start + len(o) + 1, i))
+            start = padded.find(f" {o} ", start + 1)
+    return {i for s, e, i in spans if not any(s2 <= s and e <= e2 and (s2, e2) != (s, e) for s2, e2, _ in spans)}
 
 
 def parse_choice(reply: str, options: list[str]) -> int | None:
-    """Index of the option the reply picks, or None when it names none (counted as wrong)."""
+    """Index of the option the reply commits to, or None when it names none or several (counted as wrong)."""
     if not options:
         return None
-    if sorted(normalize(o) for o in options) == ["no", "yes"]:
+    polar = [polarity(o) for o in options]
+    if len(options) == 2 and set(polar) == {"yes", "no"}:
         verdict = parse_yes_no(reply)
-        return None if verdict is None else [normalize(o) for o in options].index(verdict)
+        return None if verdict is None else polar.index(verdict)
     labels = option_labels(len(options))
     tail = _after_answer_tag(reply)
     for text in ([tail] if tail is not None else []) + [reply]:
         idx = _letter_choice(text, labels)
-        if idx is None:
-            idx = _text_choice(text, options)
         if idx is not None:
             return idx
+        norm = [normalize(o) for o in options]
+        if normalize(text) in norm:
+            return norm.index(normalize(text))
+        named = _named(text, options)
+        if named:
+            return named.pop() if len(named) == 1 else None
     return None
 
 
-def mentions(reply: str, gold: str) -> bool:
-    """Whole-word, normalised containment: the closed rule for questions without listed options."""
+def exact_answer(reply: str, gold: str) -> bool:
+    """Closed questions without listed options: the reply's answer equals the gold after normalisation."""
     g = normalize(gold)
-    return bool(g) and f" {g} " in f" {normalize(reply)} "
+    return bool(g) and normalize(answer_text(reply)) == g
+
+
+def choices_in_question(question: str, gold: str) -> list[str]:
+    """The named choices of a closed 'A, B or C?' question ('…肺、肝还是心脏？' in Chinese), or [] when the
+    question names none or the gold answer is not among them."""
+    lang = "zh" if has_cjk(question) else "en"
+    q = question.strip().rstrip("?？.。 ")
+    ors = list(_OR[lang].finditer(q))
+    if not ors:
+        return []
+    left, right = q[:ors[-1].start()], q[ors[-1].end():]
+    right = _LIST_SEP.split(right)[0].strip()
+    parts = [p.strip() for p in _LIST_SEP.split(left)]
+    if len(parts) > 1:                                   # 'lead-in, A, B or C': the lead-in is no choice
+        items = parts[1:] + [right]
+    else:                                                # 'Is it A or B': A is as long as B (or as the gold)
+        unit = _ZH_UNITS.findall if lang == "zh" else str.split
+        joiner = "" if lang == "zh" else " "
+        g, l_words, r_words = unit(gold.strip().lower()), unit(left), unit(right)
+        if g and [w.lower() for w in l_words[-len(g):]] == g:
+            items = [joiner.join(l_words[-len(g):]), right]
+        elif g and [w.lower() for w in r_words[:len(g)]] == g:     # 'T1 weighted or T2 weighted MRI'
+            rest = [w.lower() for w in r_words[len(g):]]
+            shared = next((j for j in range(len(rest), 0, -1) if [w.lower() for w in l_words[-j:]] == rest[:j]), 0)
+            core = l_words[:len(l_words) - shared]
+            items = [joiner.join(core[-len(g):]), joiner.join(r_words[:len(g)])]
+        else:
+            items = [joiner.join(l_words[-len(r_words):]), right]
+    items = [i for i in items if normalize(i)]
+    return items if normalize(gold) in [normalize(i) for i in items] and len(items) > 1 else []

@@ -27,6 +27,24 @@ def overall_table(m: dict) -> list[str]:
     return lines
 
 
+CLASSIFIER_METRICS = ["balanced_accuracy", "macro_f1", "auc", "likelihood_accuracy"]
+
+
+def classification_lines(classes: dict) -> list[str]:
+    """One row per (classifier family, metric): with image and blind, with intervals."""
+    image, blind = classes.get("image", {}), classes.get("blind", {})
+    lines = ["| family | classes | metric | with image [95% CI] | blind [95% CI] |", "|---|---|---|---|---|"]
+    notes = []
+    for fam, c in image.items():
+        for name in CLASSIFIER_METRICS:
+            if c.get(name):
+                lines.append(f"| {fam} | {len(c['classes'])} | {name} | {fmt(c[name])} | "
+                             f"{fmt(blind.get(fam, {}).get(name))} |")
+        if "not_computed" in c:
+            notes.append(f"{fam}: {c['not_computed']}.")
+    return lines + [""] + notes if len(lines) > 2 else notes
+
+
 def strata_table(strata: dict) -> list[str]:
     present = [h for h in HEADLINE if any(h in s["image"] for s in strata.values())]
     head = "| stratum | " + " | ".join(f"{h} (n) | {h} blind" for h in present) + " |"
@@ -64,8 +82,12 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
              f"Mode {st['mode']}, {st['decoding']} decoding, max {st['max_new_tokens']} new tokens. "
              f"Items: {b['items_in_benchmark']} in the benchmark, {b['items_selected']} selected, "
              f"{b['items_scored']} scored, {miss['count']} with missing or unreadable images.", ""]
+    if st.get("likelihood_scoring"):
+        lines += [f"Likelihood mode: {st['likelihood_scoring']}.", ""]
     if b["loader_skipped"]:
         lines += ["Left out by the loader: " + ", ".join(f"{k}: {v}" for k, v in b["loader_skipped"].items()), ""]
+    if b["loader"]:
+        lines += ["Loader: " + "; ".join(f"{k} {v}" for k, v in b["loader"].items()), ""]
     if miss["count"]:
         listed = list(miss["ids"].items())[:MAX_LISTED_MISSING]
         lines += ["## Missing images", ""] + [f"- `{i}`: {r}" for i, r in listed]
@@ -77,6 +99,9 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
               "exponential smoothing); intervals are percentile bootstrap over items.", "",
               "Closed replies naming no option (scored wrong): "
               + ", ".join(f"{k} {v}" for k, v in m["unparsed_closed_replies"].items()) + ".", ""]
+    classes = classification_lines(m["classification"])
+    if classes:
+        lines += ["## Classifier metrics", "", *classes, ""]
     for dim, strata in m["strata"].items():
         lines += [f"## By {dim.replace('_', ' ')}", "", *strata_table(strata), ""]
     gaps = gap_lines(m["fitzpatrick_gap"])

@@ -10,17 +10,18 @@ import zlib
 
 import numpy as np
 
-DIMENSIONS = {"family": "family", "source": "source", "ontology_group": "group", "fitzpatrick": "fitzpatrick"}
+DIMENSIONS = {"family": "family", "source": "source", "ontology_group": "group", "fitzpatrick": "fitzpatrick",
+              "language": "lang"}
 UNKNOWN = "unknown"
 
 
-def _rng(seed: int, key: str) -> np.random.Generator:
+def keyed_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
 def bootstrap_means(values: np.ndarray, key: str, n_boot: int, seed: int) -> np.ndarray:
     """Means of n_boot resamples (with replacement) of `values`."""
-    rng, out = _rng(seed, key), np.empty(n_boot)
+    rng, out = keyed_rng(seed, key), np.empty(n_boot)
     step = max(1, 2_000_000 // max(1, values.size))  # bound the index matrix to ~16 MB
     for start in range(0, n_boot, step):
         idx = rng.integers(0, values.size, size=(min(step, n_boot - start), values.size))
@@ -41,7 +42,7 @@ def summarize(rows: list[dict], key: str, n_boot: int = 1000, seed: int = 0) -> 
 
 
 def stratum_of(row: dict, dim: str) -> str:
-    value = row[DIMENSIONS[dim]]
+    value = row.get(DIMENSIONS[dim])
     return str(value) if value not in ("", 0, None) else UNKNOWN
 
 

@@ -5,6 +5,7 @@ over the same answers give byte-identical files. Timing lives in run_info.json, 
 """
 from __future__ import annotations
 
+from dermvqa.eval.classify import classifier_metrics
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.metrics import BERTSCORE_REASON, OPEN_METRICS, TextScorer, calibration
 from dermvqa.eval.strata import DIMENSIONS, skin_type_gap, stratify, summarize
@@ -22,27 +23,45 @@ def score_rows(items: list[EvalItem], log, blind: bool, scorer: TextScorer) -> t
             raise RuntimeError(f"no {'blind ' if blind else ''}answer logged for item {it.id}")
         scores, pick = scorer.score(it, ans["reply"])
         rows.append({"id": it.id, "family": it.family, "source": it.source, "group": it.group,
-                     "fitzpatrick": it.fitzpatrick, "scores": scores})
+                     "fitzpatrick": it.fitzpatrick, "lang": it.lang, "scores": scores})
         picks.append((it, pick, ans))
     return rows, picks
 
 
-def confusion(picks: list) -> dict:
-    """Gold x predicted counts per family whose closed items all share one option set (a classifier)."""
+def classifier_families(picks: list) -> dict[str, tuple[list[str], list]]:
+    """{family: (labels, picks)} for each family whose closed items all share one option set (a classifier)."""
     by_family: dict[str, list] = {}
-    for it, pick, _ in picks:
-        if it.answer_type == CLOSED and it.options:
-            by_family.setdefault(it.family, []).append((it, pick))
+    for triple in picks:
+        if triple[0].answer_type == CLOSED and triple[0].options:
+            by_family.setdefault(triple[0].family, []).append(triple)
+    return {fam: (group[0][0].options, group) for fam, group in sorted(by_family.items())
+            if all(sorted(it.options) == sorted(group[0][0].options) for it, _, _ in group)}
+
+
+def confusion(picks: list) -> dict:
+    """Gold x predicted counts per classifier family."""
     out = {}
-    for fam, pairs in sorted(by_family.items()):
-        labels = pairs[0][0].options
-        if any(sorted(it.options) != sorted(labels) for it, _ in pairs):
-            continue
+    for fam, (labels, group) in classifier_families(picks).items():
         col = {lab: i for i, lab in enumerate(labels)}
         matrix = [[0] * (len(labels) + 1) for _ in labels]
-        for it, pick in pairs:
+        for it, pick, _ in group:
             matrix[col[it.gold]][len(labels) if pick is None else col[it.options[pick]]] += 1
         out[fam] = {"labels": labels, "columns": labels + [UNPARSED], "matrix": matrix}
+    return out
+
+
+def classification(picks: list, key: str, n_boot: int, seed: int) -> dict:
+    """Balanced accuracy, macro-F1 and (with option probabilities) AUC and likelihood accuracy per classifier
+    family, in the family's label order."""
+    out = {}
+    for fam, (labels, group) in classifier_families(picks).items():
+        col = {lab: i for i, lab in enumerate(labels)}
+        gold = [col[it.gold] for it, _, _ in group]
+        pred = [None if pick is None else col[it.options[pick]] for it, pick, _ in group]
+        probs = None
+        if all("probs" in ans for _, _, ans in group):
+            probs = [[ans["probs"][it.options.index(lab)] for lab in labels] for it, _, ans in group]
+        out[fam] = classifier_metrics(labels, gold, pred, probs, f"{key}/{fam}", n_boot, seed)
     return out
 
 
@@ -87,7 +106,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
     runs = {"image": score_rows(items, log, False, scorer)}
     if blind:
         runs["blind"] = score_rows(items, log, True, scorer)
-    overall, strata, gaps, calib, confusions, unparsed = {}, {}, {}, {}, {}, {}
+    overall, strata, gaps, calib, confusions, classes, unparsed = {}, {}, {}, {}, {}, {}, {}
     for name, (rows, picks) in runs.items():
         overall[name] = summarize(rows, f"{name}/overall", n_boot, seed) if rows else {}
         strata[name] = stratify(rows, n_boot, seed, prefix=f"{name}/")
@@ -96,6 +115,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
                                    prefix=f"{name}/")
         calib[name] = calibration_of(picks)
         confusions[name] = confusion(picks)
+        classes[name] = classification(picks, name, n_boot, seed)
         unparsed[name] = sum(1 for it, pick, _ in picks if it.answer_type == CLOSED and it.options and pick is None)
     not_computed = {"bertscore": BERTSCORE_REASON}
     if scorer.meteor_missing and any(it.answer_type != CLOSED for it in items):
@@ -104,7 +124,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         **headline(overall),
         "benchmark": {"spec": bench.spec, "kind": bench.kind, "items_in_benchmark": len(bench.items),
                       "items_selected": len(items) + len(missing), "items_scored": len(items),
-                      "loader_skipped": bench.skipped,
+                      "loader_skipped": bench.skipped, "loader": bench.info,
                       "missing_images": {"count": len(missing), "ids": dict(sorted(missing.items()))}},
         "settings": settings,
         "metric_names": {"closed": ["accuracy", "llava_med_closed"], "open": OPEN_METRICS},
@@ -114,6 +134,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         "fitzpatrick_gap": gaps,
         "calibration": calib,
         "confusion": confusions,
+        "classification": classes,
         "unparsed_closed_replies": unparsed,
         "not_computed": not_computed,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%",

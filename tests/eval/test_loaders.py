@@ -1,23 +1,19 @@
-import csv
+"""Spec grammar, our QA parquet, DermaVQA (the real iiyi valid file) and MM-Skin, and bad-input errors."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from dermvqa.eval.benchmarks.common import BenchError
 from dermvqa.eval.items import parse_spec
-from dermvqa.eval.loaders import LABEL_LISTS, load_bench
+from dermvqa.eval.loaders import load_bench
 from dermvqa.eval.runner import GRID_CELL, check_images, load_image
+from tests.eval import official
 
-DERMAVQA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "dermavqa" / "iiyi_valid_ht.json"
-
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DERMAVQA = SHARED / "dermavqa" / "iiyi_valid_ht.json"
+HAM = SHARED / "ham10000"
 
 
 def test_spec_grammar():
@@ -33,77 +29,72 @@ def test_qa_parquet_loader(qa_world):
     mc = next(it for it in bench.items if it.id == "mc5")
     assert mc.gold == "eczema" and mc.options[mc.answer_index] == "eczema" and mc.fitzpatrick == 3
     assert mc.group == "inflammatory" and mc.images[0] == qa_world / "images" / "synthetic" / "img5.png"
-    assert len(load_bench(f"qa:{qa_world}:train").items) == 1
+    assert mc.split == "test" and len(load_bench(f"qa:{qa_world}:train").items) == 1
     present, missing = check_images(bench.items)
     assert list(missing) == ["gone"] and "not found" in missing["gone"] and len(present) == 36
 
 
-def test_mmskin_csv(tmp_path):
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    write_csv(tmp_path / "mm.csv", ["image", "question", "answer"],
-              [["a.png", "What is seen?", "A red plaque on the thumb."], ["b.png", "Where?", "On the arm."]])
-    items = load_bench(f"mmskin:{tmp_path / 'mm.csv'}").items
-    assert [it.references for it in items] == [["A red plaque on the thumb."], ["On the arm."]]
-    assert items[0].answer_type == "open" and items[0].images == [tmp_path / "a.png"]
-    assert list(check_images(items)[1]) == ["mmskin-1"]
-    write_csv(tmp_path / "bad.csv", ["image", "question"], [["a.png", "What?"]])
-    with pytest.raises(ValueError, match=r"bad\.csv: missing column\(s\) \['answer'\]"):
-        load_bench(f"mmskin:{tmp_path / 'bad.csv'}")
-
-
-def test_dermavqa_with_placeholder_images(tmp_path):
+def test_dermavqa_real_iiyi_valid_file(tmp_path):
     encounters = json.loads(DERMAVQA.read_text())
-    for enc in encounters[1:]:                               # the first encounter's images stay missing
+    layout = tmp_path / "iiyi"                                 # the official layout: iiyi/valid_ht.json
+    layout.mkdir()
+    shutil.copy(DERMAVQA, layout / "valid_ht.json")
+    for enc in encounters[1:]:                                # the first encounter's images stay missing
         for name in enc["image_ids"]:
-            Image.new("RGB", (30, 20), (120, 80, 60)).save(tmp_path / name)
-    bench = load_bench(f"dermavqa:{DERMAVQA}:root={tmp_path}")
-    assert len(bench.items) + sum(bench.skipped.values()) == len(encounters)
+            official.image(tmp_path / "images_valid" / name)
+    bench = load_bench(f"dermavqa:{layout / 'valid_ht.json'}")
+    assert len(bench.items) == 56 and bench.info["source"] == "iiyi" and bench.info["file_split"] == "valid"
+    empty = sum(1 for e in encounters for r in e["responses"] if not r["content_en"].strip())
+    assert empty == 5 and bench.skipped == {"empty en response (reference left out, encounter kept)": 5}
     first = encounters[0]
     item = next(it for it in bench.items if it.id == first["encounter_id"])
-    assert item.question.startswith(first["query_title_en"].strip()[:20])
+    assert item.question.startswith(first["query_title_en"].strip()[:20]) and item.lang == "en"
     assert item.references == [r["content_en"].strip() for r in first["responses"] if r["content_en"].strip()]
-    assert len(item.images) == len(first["image_ids"]) and item.source == "iiyi"
+    assert item.source == "iiyi" and item.split == "valid"
     present, missing = check_images(bench.items)
     assert list(missing) == [first["encounter_id"]]
     multi = next(it for it in present if len(it.images) == 2)
+    assert multi.images[0].parent == tmp_path / "images_valid"
     assert load_image(multi).size == (2 * GRID_CELL, GRID_CELL)       # two images side by side
-    zh = load_bench(f"dermavqa:{DERMAVQA}:root={tmp_path}:lang=zh").items[0]
-    assert zh.references[0] == encounters[0]["responses"][0]["content_zh"].strip()
+    every = load_bench(f"dermavqa:{layout / 'valid_ht.json'}:lang=all")
+    assert len(every.items) == 3 * 56 and {it.lang for it in every.items} == {"en", "zh", "es"}
+    zh = next(it for it in every.items if it.id == f"{first['encounter_id']}-zh")
+    assert zh.references[0] == first["responses"][0]["content_zh"].strip()
 
 
-def test_slake_and_vqa_rad_json(tmp_path):
-    entries = [
-        {"qid": 1, "img_name": "x/source.jpg", "question": "Is this a CT?", "answer": "Yes", "q_lang": "en",
-         "answer_type": "CLOSED", "content_type": "Modality", "modality": "CT"},
-        {"qid": 2, "img_name": "x/source.jpg", "question": "Which organ?", "answer": "Liver", "q_lang": "en",
-         "answer_type": "OPEN", "content_type": "Organ", "modality": "CT"},
-        {"qid": 3, "img_name": "x/source.jpg", "question": "这是什么?", "answer": "肝", "q_lang": "zh",
-         "answer_type": "OPEN"},
-        {"qid": 4, "image_name": "synpic1.jpg", "question": "Which is bigger, liver or kidney?",
-         "answer": "liver", "answer_type": "CLOSED", "question_type": "SIZE", "image_organ": "ABD"},
-    ]
-    (tmp_path / "slake.json").write_text(json.dumps(entries, ensure_ascii=False))
-    bench = load_bench(f"slake:{tmp_path / 'slake.json'}")
-    assert [it.id for it in bench.items] == ["1", "2", "4"] and bench.skipped == {"q_lang not en": 1}
-    ct, organ, size = bench.items
-    assert ct.answer_type == "closed" and ct.options == ["yes", "no"] and ct.gold == "yes"
-    assert organ.answer_type == "open" and organ.gold == "Liver" and organ.family == "Organ"
-    assert size.answer_type == "closed" and size.options == [] and size.gold == "liver" and size.source == "ABD"
-    (tmp_path / "bad.json").write_text(json.dumps([{"qid": 1, "question": "q", "answer": "a"}]))
-    with pytest.raises(ValueError, match="entry 0"):
-        load_bench(f"slake:{tmp_path / 'bad.json'}")
+def test_dermavqa_without_images_and_reddit_files(tmp_path):
+    with pytest.raises(BenchError, match=r"iiyi_valid_ht\.json: image folder missing: none of the images found"):
+        load_bench(f"dermavqa:{DERMAVQA}")
+    assert len(load_bench(f"dermavqa:{DERMAVQA}", strict=False).items) == 56
+    with pytest.raises(BenchError, match=r"valid\.json: reddit encounters are released without query text"):
+        load_bench(f"dermavqa:{official.reddit(tmp_path)}")
 
 
-def test_zeroshot_label_list(tmp_path):
-    pad = json.loads(LABEL_LISTS.read_text())["PAD_CLASSNAMES"]
-    write_csv(tmp_path / "pad.csv", ["image", "label", "fitzpatrick"],
-              [["a.png", "Melanoma", "5"], ["b.png", "nevus", "-1"]])
-    items = load_bench(f"zeroshot:{tmp_path / 'pad.csv'}:PAD").items
-    assert items[0].options == pad and items[0].gold == "melanoma" and items[0].answer_index == pad.index("melanoma")
-    assert (items[0].fitzpatrick, items[1].fitzpatrick) == (5, 0)
-    assert "A. nevus B. basal cell carcinoma" in items[0].question and items[0].family == "zeroshot_pad"
-    write_csv(tmp_path / "odd.csv", ["image", "label"], [["a.png", "melanoma"], ["b.png", "psoriasis"]])
-    with pytest.raises(ValueError, match=r"odd\.csv: line 3: label 'psoriasis' is not in list PAD"):
-        load_bench(f"zeroshot:{tmp_path / 'odd.csv'}:PAD")
-    with pytest.raises(ValueError, match="unknown label list"):
-        load_bench(f"zeroshot:{tmp_path / 'pad.csv'}:NOPE")
+def test_mmskin_official_csv(tmp_path):
+    csv_path = official.mmskin(tmp_path)
+    bench = load_bench(f"mmskin:{csv_path}")
+    closed = [it for it in bench.items if it.answer_type == "closed"]
+    assert len(bench.items) == 5452 and len(closed) == 1323 and bench.skipped == {}
+    yes = next(it for it in closed if it.references[0].startswith("Yes"))
+    assert yes.options == ["yes", "no"] and yes.gold == "yes" and yes.family == "mmskin_yes_no"
+    assert yes.images[0] == tmp_path / "dataset" / "SCIN" / "images" / f"{yes.images[0].name}"
+    # the same file resolves from the dataset/ folder itself too, and an empty answer is counted
+    rows = [["dataset/SCIN/images/img1.png", "What is seen?", ""], ["dataset/SCIN/images/img2.png", "Where?", "Arm."]]
+    small = official.write_csv(tmp_path / "small.csv", ["image", "question", "answer"], rows)
+    b = load_bench(f"mmskin:{small}:root={tmp_path / 'dataset'}")
+    assert b.skipped == {"empty answer": 1} and b.items[0].images[0].is_file()
+
+
+def test_wrong_kind_and_missing_folders_are_one_clear_line(tmp_path):
+    cases = [(f"slake:{HAM / 'HAM10000_metadata.csv'}",
+              r"HAM10000_metadata\.csv: not a SLAKE JSON .* looks like a HAM10000 folder: use --bench ham10000:"),
+             (f"mmskin:{DERMAVQA}", r"iiyi_valid_ht\.json: not a MM-Skin CSV .* use --bench dermavqa:"),
+             (f"dermavqa:{official.vqa_rad(tmp_path, n=8, n_test=4)}",
+              r"not a DermaVQA JSON \(entry 0 has no encounter_id\); it looks like a VQA-RAD JSON: use --bench vqarad:"),
+             (f"mmskin:{official.mmskin(tmp_path, n=4, n_yes_no=2)}:root={tmp_path / 'nowhere'}",
+              r"root=.*nowhere: image folder not found"),
+             (f"zeroshot:{tmp_path / 'absent.csv'}:PAD", r"absent\.csv does not exist")]
+    for spec, message in cases:
+        with pytest.raises(BenchError, match=message) as e:
+            load_bench(spec)
+        assert "\n" not in str(e.value)

@@ -48,8 +48,20 @@ def test_closed_scoring_and_llava_med_rule(scorer):
     no = EvalItem("q", [], "Is this psoriasis?", ["..."], "closed", options=["yes", "no"], answer_index=1)
     # LLaVA-Med's substring rule counts "no" inside "Not sure" as a hit; our parser does not
     assert scorer.score(no, "Not sure") == ({"accuracy": 0.0, "llava_med_closed": 1.0}, None)
-    free = EvalItem("q", [], "Which is bigger?", ["liver"], "closed", label="liver")
-    assert scorer.score(free, "The liver is.")[0]["accuracy"] == 1.0
+    free = EvalItem("q", [], "Which organ is abnormal?", ["liver"], "closed", label="liver")
+    # closed without options: normalised exact match of the reply's answer, not a substring anywhere
+    assert scorer.score(free, "The liver.")[0]["accuracy"] == 1.0
+    assert scorer.score(free, "Answer: liver")[0]["accuracy"] == 1.0
+    assert scorer.score(free, "The liver is.")[0]["accuracy"] == 0.0
+    assert scorer.score(free, "lung, liver, heart")[0] == {"accuracy": 0.0, "llava_med_closed": 1.0}
+
+
+def test_chinese_open_answers_are_scored_per_character(scorer):
+    s = scorer.open_scores("肝脏", ["肝脏"], gold="肝脏")
+    assert [s[k] for k in ("exact_match", "token_f1", "rougeL", "bleu1")] == pytest.approx([1.0] * 4)
+    half = scorer.open_scores("肝", ["肝脏"], gold="肝脏")
+    assert half["token_recall"] == pytest.approx(0.5) and half["rougeL"] == pytest.approx(2 / 3)
+    assert half["exact_match"] == 0.0 and 0 < half["bleu1"] < 1
 
 
 def test_meteor_left_out_when_unavailable(scorer, monkeypatch):

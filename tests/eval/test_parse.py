@@ -1,6 +1,7 @@
 import pytest
 
-from dermvqa.eval.parse import format_options, mentions, normalize, option_labels, parse_choice, parse_yes_no
+from dermvqa.eval.parse import (answer_text, choices_in_question, exact_answer, format_options, normalize,
+                                option_labels, parse_choice, parse_yes_no, polarity, tokens)
 
 OPTIONS = ["eczema", "psoriasis", "melanoma", "nevus"]
 
@@ -9,7 +10,10 @@ OPTIONS = ["eczema", "psoriasis", "melanoma", "nevus"]
     ("B", 1), ("(B) psoriasis", 1), ("The answer is psoriasis.", 1), ("B. psoriasis", 1), ("(B)", 1),
     ("B) psoriasis", 1), ("Answer: C", 2), ("The answer is D.", 3), ("Option A", 0), ("psoriasis", 1),
     ("PSORIASIS!", 1), ("It looks like melanoma to me.", 2), ("A lesion of psoriasis", 1),
-    ("eczema, not psoriasis", 0), ("I cannot tell", None), ("", None), ("E", None),
+    ("I cannot tell", None), ("", None), ("E", None),
+    # naming several options is no commitment, whatever comes first
+    ("eczema, not psoriasis", None), ("eczema, psoriasis, melanoma or nevus", None),
+    ("Could be eczema or psoriasis. Answer: psoriasis", 1),
 ])
 def test_multiple_choice_replies(reply, expected):
     assert parse_choice(reply, OPTIONS) == expected
@@ -26,11 +30,28 @@ def test_yes_no_replies(reply, expected):
     assert parse_choice(reply, ["yes", "no"]) == (None if expected is None else ["yes", "no"].index(expected))
 
 
+@pytest.mark.parametrize("reply, options, expected", [
+    ("是的", ["是", "否"], 0), ("不是", ["是", "否"], 1), ("否", ["是", "否"], 1),
+    ("这不是CT图像", ["是的", "不是"], 1),            # 不是 wins over the 是 inside it
+    ("是的，这是CT", ["是的", "不是"], 0),
+    ("没有", ["有", "没有"], 1), ("图中有肝脏", ["有", "没有"], 0), ("答案：没有", ["有", "没有"], 1),
+    ("看不清楚", ["有", "没有"], None), ("肝脏", ["有", "没有"], None),
+])
+def test_chinese_verdicts_in_unspaced_sentences(reply, options, expected):
+    assert parse_choice(reply, options) == expected
+
+
+def test_polarity_of_options():
+    assert [polarity(o) for o in ("Yes", "no.", "是的", "不是", "有", "没有", "liver")] == \
+        ["yes", "no", "yes", "no", "yes", "no", None]
+
+
 def test_longest_option_wins_at_same_position():
     opts = ["melanoma", "superficial spreading melanoma"]
     assert parse_choice("superficial spreading melanoma", opts) == 1
     assert parse_choice("This is superficial spreading melanoma.", opts) == 1
     assert parse_choice("melanoma", opts) == 0
+    assert parse_choice("melanoma, maybe superficial spreading melanoma", opts) is None
 
 
 def test_numbered_options_beyond_26():
@@ -41,7 +62,25 @@ def test_numbered_options_beyond_26():
     assert format_options(["a", "b"]) == "A. a B. b"
 
 
-def test_normalize_and_mentions():
+def test_normalize_tokens_and_exact_answer():
     assert normalize("  The Basal-cell   carcinoma! ") == "basal cell carcinoma"
-    assert mentions("It is a basal cell carcinoma.", "Basal cell carcinoma")
-    assert not mentions("carcinomas", "carcinoma")
+    assert tokens("肝脏 is big, 是的!") == ["肝", "脏", "is", "big", "是", "的"]
+    assert normalize("肝脏。") == normalize("肝 脏") == "肝 脏"
+    assert answer_text("Hmm. Answer: T2.") == "T2." and answer_text("T2") == "T2"
+    assert exact_answer("The answer is T2.", "T2") and exact_answer("Right lung", "right lung")
+    assert not exact_answer("T2 weighted", "T2") and not exact_answer("anything", "")
+
+
+@pytest.mark.parametrize("question, gold, expected", [
+    ("Which is the biggest in this image, lung, liver or heart?", "Liver", ["lung", "liver", "heart"]),
+    ("Is this an MRI or a CT scan?", "MRI", ["MRI", "a CT scan"]),
+    ("Is the mass on the left or right?", "Left", ["left", "right"]),
+    ("Is this a T1 weighted or T2 weighted MRI?", "T2", ["T1", "T2"]),
+    ("Where is the abnormality, left lung or right lung?", "Right Lung", ["left lung", "right lung"]),
+    ("哪个最大，肺、肝还是心脏？", "肝", ["肺", "肝", "心脏"]),
+    ("这是CT还是MRI?", "MRI", ["CT", "MRI"]),
+    ("Is this normal?", "Yes", []),                                  # no choices named
+    ("Is it lung or heart?", "liver", []),                          # the gold is not among them
+])
+def test_choices_named_in_the_question(question, gold, expected):
+    assert choices_in_question(question, gold) == expected
