@@ -83,7 +83,7 @@ import_app = typer.Typer(help="Classification datasets -> the Derm1M-format CSV 
 data_app.add_typer(import_app, name="import")
 _METADATA = typer.Option(..., help="the dataset's metadata CSV")
 _IMAGES = typer.Option(..., help="image folder (searched recursively by file name)")
-_OUT = typer.Option(..., help="output folder: derm1m.csv, import_report.md/.json, skipped.csv")
+_OUT = typer.Option(..., help="output folder: derm1m.csv, ontology.json, import_report.md/.json, skipped.csv")
 _SPLIT = typer.Option(None, help="CSV with image_id (or img_id / image_path) and split train/val/test: "
                                  "kept as given; without it the split is by lesion / patient id")
 _ONTOLOGY = typer.Option(None, help="Derm1M ontology.json: checks the label mapping against it")

@@ -29,6 +29,24 @@ def display(name: str) -> str:
     return name.split(",")[0].strip() or name
 
 
+def sub_ontology(paths) -> dict[str, list[str]]:
+    """The part of a flat ontology (`{node: [children]}` with `root`) that holds the given root-to-node paths.
+
+    Like the real file it lists a shared key such as `melanocytic` once although it sits under both
+    `benign` and `malignant`, so nevus and melanoma share one child list; rows' hierarchical labels
+    disambiguate.
+    """
+    flat: dict[str, list[str]] = {"root": []}
+    for path in paths:
+        parent = "root"
+        for node in path:
+            if node not in flat[parent]:
+                flat[parent].append(node)
+            flat.setdefault(node, [])
+            parent = node
+    return flat
+
+
 @dataclass(frozen=True)
 class Resolution:
     paths: tuple[Path_, ...]    # one path per diagnosis named in the label (empty if none)

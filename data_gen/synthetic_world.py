@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from data_gen.ontology import sub_ontology
+
 DERM1M_COLUMNS = ["filename", "caption", "truncated_caption", "source", "source_type", "disease_label",
                   "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender"]
 
@@ -156,20 +158,8 @@ def _caption(cond: Condition, tone: int, rng: random.Random) -> str:
 
 
 def write_sub_ontology(path: Path) -> Path:
-    """The part of Derm1M's flat ontology (`{node: [children]}` with `root`) that the world uses.
-
-    Like the real file it lists `melanocytic` once although it sits under both `benign` and
-    `malignant`, so nevus and melanoma share one child list; rows' hierarchical labels disambiguate.
-    """
-    flat: dict[str, list[str]] = {"root": []}
-    for cond in CONDITIONS:
-        parent = "root"
-        for node in cond.path:
-            if node not in flat[parent]:
-                flat[parent].append(node)
-            flat.setdefault(node, [])
-            parent = node
-    path.write_text(json.dumps(flat, indent=1))
+    """The part of Derm1M's flat ontology that the world uses (see data_gen.ontology.sub_ontology)."""
+    path.write_text(json.dumps(sub_ontology(c.path for c in CONDITIONS), indent=1))
     return path
 
 

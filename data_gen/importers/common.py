@@ -3,8 +3,9 @@
 Each importer reads its dataset's metadata into `Candidate`s (one per metadata row) naming a Derm1M
 ontology node, the image file, the metadata facts and, where the dataset has one, its split. `finish`
 checks every candidate (known label, image file present, id seen once), writes the kept rows as a CSV
-that `dermvqa data synth` reads (Derm1M's columns plus `fitzpatrick` and `split`), and writes
-import_report.json / .md and skipped.csv, which lists every skipped row with its reason. Under
+that `dermvqa data synth` reads (Derm1M's columns plus `fitzpatrick` and `split`), the part of the
+Derm1M ontology those rows use (ontology.json, for `data synth --ontology`), import_report.json / .md
+and skipped.csv, which lists every skipped row with its reason. Under
 `strict` the first bad row stops the import with an error naming the file, the row and the problem.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_gen.derm1m import COLUMNS
-from data_gen.ontology import Ontology
+from data_gen.ontology import Ontology, sub_ontology
 from data_gen.records import write_text_atomic
 from data_gen.split import assign_split
 
@@ -165,6 +166,7 @@ def finish(candidates: list[Candidate], *, dataset: str, metadata: Path, images:
     rows = [_out_row(c, dataset) for c in kept]
     write_text_atomic(out / CSV_NAME, _csv_text(rows, OUT_COLUMNS))
     write_text_atomic(out / "skipped.csv", _csv_text(skipped, ["row", "id", "reason", "detail"]))
+    write_text_atomic(out / "ontology.json", json.dumps(sub_ontology(sorted({c.node for c in kept})), indent=1))
     reasons: dict[str, dict] = defaultdict(lambda: {"count": 0, "examples": []})
     for s in skipped:
         r = reasons[s["reason"]]
