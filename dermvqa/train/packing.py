@@ -9,10 +9,18 @@ cost grow with the square of the whole batch, rows near max_length keep it near 
 The few tokens that even out row lengths form their own segment with no labels. The first label
 of each example is ignored so the previous example's last token is never trained to predict it.
 Images follow the examples' order in the rows, the order LLaVA scatters their features in.
+
+Flash attention builds no mask: transformers finds packed examples from `position_ids` only when the
+batch is a single row (modeling_flash_attention_utils._is_packed_sequence), and otherwise runs plain
+causal attention over each whole row. Under any flash implementation the collator therefore emits
+one flat row of all examples in batch order (no filler), whose restarts give flash's varlen kernel exact sequence
+boundaries. An implementation with neither a transformers mask function nor flash's detection is refused.
 """
 from __future__ import annotations
 
 import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.utils.generic import is_flash_attention_requested
 
 IGNORE_INDEX = -100
 
@@ -34,11 +42,26 @@ def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-class PackingCollator:
-    """Examples {input_ids, labels, pixel_values} -> packed rows (input_ids, labels, position_ids) + images."""
+def needs_flat_row(attn_implementation: str | None) -> bool:
+    """True for flash kinds (packing seen in one-row batches only), False where a mask keeps rows apart."""
+    if is_flash_attention_requested(requested_attention_implementation=attn_implementation):
+        return True
+    if attn_implementation in ALL_MASK_ATTENTION_FUNCTIONS:
+        return False
+    raise ValueError(f"attn_implementation {attn_implementation!r} cannot train packed batches: it is not a flash "
+                     f"kind and transformers has no mask function for it, so packed examples would attend to each "
+                     f"other; use one of {sorted(ALL_MASK_ATTENTION_FUNCTIONS.keys())} or set train.packing=false")
 
-    def __init__(self, capacity: int, pad_token_id: int = 0):
+
+class PackingCollator:
+    """Examples {input_ids, labels, pixel_values} -> packed rows (input_ids, labels, position_ids) + images.
+
+    `attn_implementation` is the language model's (config.get_text_config()._attn_implementation).
+    """
+
+    def __init__(self, capacity: int, pad_token_id: int = 0, attn_implementation: str | None = "sdpa"):
         self.capacity, self.pad_token_id = capacity, pad_token_id
+        self.flat = needs_flat_row(attn_implementation)
 
     def __call__(self, examples: list[dict]) -> dict:
         for e in examples:
@@ -46,6 +69,8 @@ class PackingCollator:
                 raise ValueError(f"example with {len(e['input_ids'])} input ids and {len(e['labels'])} labels "
                                  f"cannot be packed")
         rows = first_fit([len(e["input_ids"]) for e in examples], self.capacity)
+        if self.flat:  # one row, in the batch's order
+            rows = [sorted(i for row in rows for i in row)]
         width = max(sum(len(examples[i]["input_ids"]) for i in row) for row in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
