@@ -1,5 +1,6 @@
 """End to end through the `dermvqa` command: report files, byte-identical reruns, likelihood mode, compare."""
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -57,3 +58,27 @@ def test_eval_end_to_end(varied_model_dir, qa_world, tmp_path):
 def test_eval_needs_model_bench_out(tmp_path):
     result = runner.invoke(app, ["eval", "--model", str(tmp_path)])
     assert result.exit_code != 0 and "missing --bench, --out" in result.output
+
+
+def test_eval_on_real_ham10000_images(quickstart_sized_model_dir, tmp_path):
+    ham = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ham10000"
+    common = ["--model", quickstart_sized_model_dir, "--bench", f"ham10000:{ham}", "--batch-size", 8,
+              "--max-new-tokens", 6]
+    printed = dermvqa("eval", *common, "--limit", 8, "--out", tmp_path / "gen")
+    assert "scored 8 of 8 questions (0 with missing images)" in printed
+    m = json.loads((tmp_path / "gen" / "metrics.json").read_text())
+    b = m["benchmark"]
+    assert b["items_in_benchmark"] == 4010 and b["loader"]["items_per_split"] == {"test": 4010, "train": 14014,
+                                                                                 "val": 2006}
+    assert b["loader_skipped"] == {} and b["loader"]["test_images_whose_lesion_is_in_train"] == 693
+    assert set(m["strata"]["family"]) == {"ham10000_choice", "ham10000_diagnosis"}
+    assert m["overall"]["image"]["accuracy"]["n"] == 4 and m["overall"]["image"]["exact_match"]["n"] == 4
+    cls = m["classification"]["image"]["ham10000_choice"]
+    assert cls["classes"][5] == "melanocytic nevi" and "balanced_accuracy" in cls and "likelihood" in cls["not_computed"]
+    replies = [json.loads(line)["reply"] for line in (tmp_path / "gen" / "answers.jsonl").read_text().splitlines()]
+    assert len(replies) == 16 and len(set(replies)) > 2           # the real images reach the model
+
+    dermvqa("eval", *common, "--limit", 12, "--no-blind", "--mode", "likelihood", "--out", tmp_path / "lik")
+    lik = json.loads((tmp_path / "lik" / "metrics.json").read_text())["classification"]["image"]["ham10000_choice"]
+    assert lik["auc"]["n"] == 6 and 0 <= lik["auc"]["value"] <= 1 and lik["likelihood_accuracy"]["n"] == 6
+    assert "## Classifier metrics" in (tmp_path / "lik" / "report.md").read_text()
