@@ -245,7 +245,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
             {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
              "families": dict(Counter(r["family"] for r in records))}, indent=1))
     pad = processor.tokenizer.pad_token_id
-    collator = PackingCollator(data["max_length"], pad) if tr["packing"] else PaddingCollator(pad)
+    collator = (PackingCollator(data["max_length"], pad, model.config.get_text_config()._attn_implementation)
+                if tr["packing"] else PaddingCollator(pad))
     trainer = RecipeTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                             processing_class=processor,  # saved into every checkpoint, so each one exports
                             lr_multipliers=recipe["tune"]["lr_multipliers"], callbacks=[CompletionMarker()])
