@@ -4,6 +4,10 @@ from __future__ import annotations
 IGNORE_INDEX = -100
 
 
+class TooLong(ValueError):
+    """A conversation that does not fit max_length whole (image tokens and every answer included)."""
+
+
 def user_turn(question: str, with_image: bool = True) -> dict:
     """The user's message: the image (as a placeholder part the template renders) and the question."""
     content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
@@ -24,8 +28,8 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
     only the assistant pieces are labelled. Some templates close a finished conversation with
     special tokens a continuing one lacks (Phi-3 appends eos when no generation prompt is asked
     for): the last answer keeps them as its end, earlier answers stop where the next turn begins.
-    Each `<image>` expands to `image_seq_length` image tokens. A sequence too long to keep every
-    image token and one answer token is an error, never a silent truncation through the image.
+    Each `<image>` expands to `image_seq_length` image tokens. A conversation longer than
+    `max_length` raises `TooLong`: it is never cut, neither through the image nor through an answer.
     """
     def render(msgs, gen_prompt):
         return tokenizer.apply_chat_template(msgs, chat_template=chat_template, tokenize=False,
@@ -50,9 +54,10 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
     if len(ids) > max_length:
         first_label = next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(ids))
         if first_label >= max_length:
-            raise ValueError(f"prompt is {first_label} tokens (image tokens included) but max_length is "
-                             f"{max_length}: raise max_length or shorten the question")
-        ids, labels = ids[:max_length], labels[:max_length]
+            raise TooLong(f"prompt is {first_label} tokens (image tokens included) but max_length is "
+                          f"{max_length}: raise max_length or shorten the question")
+        raise TooLong(f"prompt and answer are {len(ids)} tokens but max_length is {max_length}: the answer would "
+                      f"be cut (and lose its end-of-turn token); raise max_length or shorten the answer")
     return ids, labels
 
 

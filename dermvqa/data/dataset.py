@@ -1,4 +1,9 @@
-"""Torch dataset over QA records: loads the image and tokenizes the conversation for one record."""
+"""Torch dataset over QA records: loads the image and tokenizes the conversation for one record.
+
+A record that cannot be a training example (an unreadable image, a conversation longer than
+max_length) is logged through a `SkipLog` and replaced by the next usable record, so batches keep
+their size and a resumed run makes the same substitutions.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +11,13 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from dermvqa.data.conversation import record_messages, tokenize_chat
+from dermvqa.data.conversation import TooLong, record_messages, tokenize_chat
+from dermvqa.data.skips import SkipLog
 from dermvqa.model.processor import image_seq_length, image_side
+
+
+class UnreadableImage(ValueError):
+    """An image file that exists but does not decode."""
 
 
 class QADataset(Dataset):
@@ -18,8 +28,9 @@ class QADataset(Dataset):
     """
 
     def __init__(self, records: list[dict], image_root: str | Path, processor, max_length: int = 512,
-                 cache: bool = False):
+                 cache: bool = False, skip_log: SkipLog | None = None):
         self.records, self.image_root, self.max_length = records, Path(image_root), max_length
+        self.skip_log = skip_log or SkipLog(None, len(records))  # without a log the first bad record is an error
         self.cache = {} if cache else None
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
@@ -38,13 +49,19 @@ class QADataset(Dataset):
         except FileNotFoundError:
             raise FileNotFoundError(f"record {rec['id']}: image file not found: {path}") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"record {rec['id']}: image file {path} is not a readable image ({e})") from None
+            raise UnreadableImage(f"record {rec['id']}: image file {path} is not a readable image ({e})") from None
 
     def __getitem__(self, i: int) -> dict:
-        rec = self.records[i]
-        tokens = self._cached(("tokens", rec["id"]), lambda: self._tokens(rec))
-        pixels = self._cached(("pixels", rec["image"]), lambda: self._pixels(rec))
-        return {**tokens, "pixel_values": pixels}
+        for k in range(len(self.records)):  # an unusable record is logged and replaced by the next one
+            rec = self.records[(i + k) % len(self.records)]
+            try:
+                tokens = self._cached(("tokens", rec["id"]), lambda: self._tokens(rec))
+                pixels = self._cached(("pixels", rec["image"]), lambda: self._pixels(rec))
+                return {**tokens, "pixel_values": pixels}
+            except (TooLong, UnreadableImage, FileNotFoundError) as e:
+                kind = "too long" if isinstance(e, TooLong) else "unreadable image"
+                self.skip_log.add(rec, f"{kind}: {e}")
+        raise RuntimeError("no record of this dataset can be used")
 
     def _cached(self, key, make):
         if self.cache is None:

@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoProcessor
 
-from dermvqa.data.conversation import IGNORE_INDEX, record_messages, tokenize_chat
+from dermvqa.data.conversation import IGNORE_INDEX, TooLong, record_messages, tokenize_chat
 from dermvqa.infer.generate import prompt_text, user_turn
 
 REC = {"question": "Is this psoriasis?", "answer": "The lesion looks like eczema, not psoriasis. Answer: no."}
@@ -51,10 +51,12 @@ def test_prompt_longer_than_max_length_is_an_error_not_a_cut(processor):
         _tok(processor, record_messages(REC), max_length=40, n_image=64)
 
 
-def test_long_answer_is_cut_after_the_image(processor):
+def test_answer_that_does_not_fit_is_refused_never_cut(processor):
     long = dict(REC, answer="word " * 200)
-    ids, labels = _tok(processor, record_messages(long), max_length=120, n_image=64)
-    assert len(ids) == 120 and ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 64
+    with pytest.raises(TooLong, match="the answer would be cut"):
+        _tok(processor, record_messages(long), max_length=120, n_image=64)
+    ids, labels = _tok(processor, record_messages(long), max_length=1000, n_image=64)
+    assert len(ids) > 120 and labels[-1] != IGNORE_INDEX  # whole, end-of-turn token included
 
 
 def test_template_that_rewrites_earlier_answers_is_a_clear_error(processor):
