@@ -24,6 +24,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, 
 from data_gen.records import read_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
+from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.train.checkpoints import CompletionMarker, latest_complete, load_checkpoint_weights
 from dermvqa.train.ds_env import without_zero3_init
 from dermvqa.train.packing import PackingCollator
@@ -33,8 +34,9 @@ from dermvqa.train.tower_pretrain import pretrain_tower
 from dermvqa.train.tuning import apply_lora, quantization_config, set_trainable, trainable_summary
 
 LABELS_FILE = "dermvqa_labels.json"
+SKIPPED = "skipped_samples.jsonl"
 # Keys older recipes may lack; every shipped recipe spells them out.
-DEFAULTS = {"model": {"build": None}, "data": {"cache": False},
+DEFAULTS = {"model": {"build": None}, "data": {"cache": False, "max_skipped_fraction": 0.001},
             "tune": {"lora": None, "quant": None, "tower_pretrain": None, "lr_multipliers": {}},
             "train": {"packing": True, "group_by_length": False, "checkpoint_layers": 0.0, "deepspeed": None,
                       "save_total_limit": 2, "max_steps": -1}}
@@ -229,8 +231,9 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
         stage0 = recipe["tune"].get("tower_pretrain") or {}
         if stage0.get("steps", 0) > 0 and start is None:
+            options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
             losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
-                                    float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"])
+                                    float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"], **options)
             if args.should_save:
                 write_text_atomic(out / "tower_pretrain_log.json", json.dumps(losses))
         model = prepare_trainable(model, recipe)
@@ -238,7 +241,9 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
           + (f"; resuming from {start}" if start else ""))
     group = tr["batch_size"] * tr["grad_accum"] if tr["group_by_length"] else 0
     ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)
-    dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"])
+    skips = SkipLog(out / SKIPPED, len(records), float(data["max_skipped_fraction"]))
+    dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"],
+                        skip_log=skips)
     if args.should_save:
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
         write_text_atomic(out / "data_summary.json", json.dumps(
@@ -259,7 +264,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
 
 def set_aside_previous_run(out: Path) -> None:
     """A fresh run in a used output_dir moves the old run's folders to out/previous-<time>/ (never deletes)."""
-    old = [out / n for n in ("checkpoints", "model", "init", "tensorboard") if (out / n).exists()]
+    old = [out / n for n in ("checkpoints", "model", "init", "tensorboard", SKIPPED) if (out / n).exists()]
     if old:
         keep = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         keep.mkdir(parents=True)
@@ -279,7 +284,11 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         processor.save_pretrained(tmp)
         (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
         shutil.copy(out / "recipe.yaml", tmp / "recipe.yaml")
-        shutil.copy(out / "data_summary.json", tmp / "data_summary.json")
+        skipped = skip_summary(out / SKIPPED)
+        summary = json.loads((out / "data_summary.json").read_text()) | {"skipped records": skipped}
+        (tmp / "data_summary.json").write_text(json.dumps(summary, indent=1))
+        if skipped["count"]:
+            print(f"skipped {skipped['count']} unusable training records {skipped['by_reason']}; see {out / SKIPPED}")
         os.replace(tmp, final)
         write_text_atomic(out / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     return final
