@@ -13,8 +13,9 @@ Images follow the examples' order in the rows, the order LLaVA scatters their fe
 Flash attention builds no mask: transformers finds packed examples from `position_ids` only when the
 batch is a single row (modeling_flash_attention_utils._is_packed_sequence), and otherwise runs plain
 causal attention over each whole row. Under any flash implementation the collator therefore emits
-one flat row of all examples in batch order (no filler), whose restarts give flash's varlen kernel exact sequence
-boundaries. An implementation with neither a transformers mask function nor flash's detection is refused.
+one flat row of all examples in batch order (no filler), whose restarts give flash's varlen kernel the
+exact example boundaries. An attention kind with neither a transformers mask function nor flash's
+detection is refused.
 """
 from __future__ import annotations
 
