@@ -2,6 +2,7 @@
 
 world (images + Derm1M-format CSV) -> ontology-grounded QA -> tiny LLaVA trained from scratch ->
 greedy evaluation on held-out images (+ blind control) -> a few example answers.
+`--dataset ham10000 --data DIR` runs the same path on real HAM10000 images (dermvqa/quickstart_ham.py).
 """
 from __future__ import annotations
 
@@ -12,17 +13,55 @@ from pathlib import Path
 import typer
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RECIPE = REPO / "configs" / "tiny_cpu.yaml"
+RECIPES = {"synthetic": REPO / "configs" / "tiny_cpu.yaml", "ham10000": REPO / "configs" / "ham10000_cpu.yaml"}
+
+
+def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
+    """Run the HAM10000 path and print its figures beside the MedMNIST table's."""
+    from dermvqa.quickstart_ham import run_ham
+
+    if data is None or not (Path(data) / "HAM10000_metadata.csv").is_file():
+        raise typer.BadParameter("--dataset ham10000 needs --data DIR holding HAM10000_metadata.csv, images/ "
+                                 "and dermamnist_split.csv", param_hint="--data")
+    r = run_ham(Path(data), out, recipe, seed)
+    typer.echo(f"\nDermaMNIST official test split ({r['official_test']['option_likelihood']['n']} images); "
+               f"lesion-disjoint part ({r['lesion_disjoint_test']['option_likelihood']['n']}) in brackets; blind control after /")
+    for key, name in (("option_likelihood", "7-class by option likelihood"), ("open_answer", "open answer -> class")):
+        o, d = r["official_test"][key], r["lesion_disjoint_test"][key]
+        b = r["official_test_blind"][key]
+        auc = f", AUC {o['auc']:.3f} [{d['auc']:.3f}] / {b['auc']:.3f}" if "auc" in o else ""
+        typer.echo(f"  {name}: accuracy {o['accuracy']:.3f} [{d['accuracy']:.3f}] / {b['accuracy']:.3f}{auc}, "
+                   f"balanced accuracy {o['balanced_accuracy']:.3f} [{d['balanced_accuracy']:.3f}], "
+                   f"macro-F1 {o['macro_f1']:.3f}")
+        typer.echo(f"    melanoma recall {o['melanoma_recall']:.3f} [{d['melanoma_recall']:.3f}]; benign called "
+                   f"malignant {o['benign_called_malignant']:.3f} [{d['benign_called_malignant']:.3f}]")
+    for fam, runs in r["families"].items():
+        typer.echo(f"  {fam}: accuracy {runs['image']['accuracy']:.3f} (n {runs['image']['n']})"
+                   + (f" / blind {runs['blind']['accuracy']:.3f}" if "blind" in runs else ""))
+    typer.echo("  MedMNIST v2 (same test split): ResNet-18 28 px 0.735 / AUC 0.917; ResNet-18 224 px 0.754 / 0.920; "
+               "Google AutoML Vision 0.768 / 0.914; majority class 0.669")
+    s = r["seconds"]
+    typer.echo(f"Time: data {s['data']}s, training {s['train']}s, evaluation {s['eval']}s, total {s['total']}s. "
+               f"All figures: {out / 'ham10000_metrics.json'}")
 
 
 def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output folder"),
+               dataset: str = typer.Option("synthetic", help="synthetic (embedded, no download) or ham10000"),
+               data: Path = typer.Option(None, help="ham10000: folder with HAM10000_metadata.csv, images/, "
+                                                    "dermamnist_split.csv"),
                images: int = typer.Option(1600, help="number of synthetic lesion images"),
                seed: int = typer.Option(0, help="seed for the world, the QA and training"),
-               recipe: Path = typer.Option(DEFAULT_RECIPE, help="training recipe YAML"),
+               recipe: Path = typer.Option(None, help="training recipe YAML (default: configs/tiny_cpu.yaml, "
+                                                      "or configs/ham10000_cpu.yaml for ham10000)"),
                ontology: Path = typer.Option(None, help="ontology.json (default: the world's Derm1M subset)"),
                families: str = typer.Option("diagnosis,yes_no,multiple_choice,morphology",
                                             help="QA families to synthesize, comma-separated")):
-    """Build the synthetic world, synthesize QA, train a tiny LLaVA, evaluate it and show answers."""
+    """Build the synthetic world (or import HAM10000), synthesize QA, train a tiny LLaVA, evaluate it."""
+    if dataset not in RECIPES:
+        raise typer.BadParameter(f"must be one of {', '.join(RECIPES)}, got {dataset!r}", param_hint="--dataset")
+    recipe = recipe or RECIPES[dataset]
+    if dataset == "ham10000":
+        return _ham10000(data, out, recipe, seed)
     from data_gen.records import read_records
     from data_gen.synth import synthesize
     from data_gen.synthetic_world import build_world

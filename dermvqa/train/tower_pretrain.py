@@ -4,18 +4,35 @@ A real recipe starts from DermLIP, whose contrastive pretraining on Derm1M alrea
 separate skin conditions. The tiny random-init tower has no such start, and learning vision only
 through the language model's loss is slow; this stage gives it the same kind of start, from the
 training images alone, through a throw-away linear head on the mean of the features LLaVA reads.
+Options for real photographs (HAM10000): `augment` (random flips, quarter turns and brightness/colour
+shifts: a lesion photo has no up or left), `balance` (sample class c with weight n_c^-balance: 0 as
+found, 1 class-balanced), `schedule` cosine (warm-up, then cosine decay to zero) and label smoothing.
 """
 from __future__ import annotations
 
+import math
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
 
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flips, quarter turns (square images) and per-image brightness / colour offsets."""
+    n = x.shape[0]
+    x = torch.where((torch.rand(n, 1, 1, 1, generator=gen) < 0.5), x.flip(3), x)
+    x = torch.where((torch.rand(n, 1, 1, 1, generator=gen) < 0.5), x.flip(2), x)
+    x = torch.where((torch.rand(n, 1, 1, 1, generator=gen) < 0.5), x.transpose(2, 3), x)
+    scale, shift = torch.rand(n, 1, 1, 1, generator=gen), torch.rand(n, 3, 1, 1, generator=gen)
+    return x * (1 + 0.2 * (scale - 0.5)) + 0.2 * (shift - 0.5)
+
+
 def pretrain_tower(model, processor, records: list[dict], image_root, steps: int, lr: float,
-                   batch_size: int = 32, seed: int = 0) -> list[float]:
+                   batch_size: int = 32, seed: int = 0, augment: bool = False, balance: float = 0.0,
+                   schedule: str = "constant", label_smoothing: float = 0.0) -> list[float]:
     """Train model.model.vision_tower in place on (image, diagnosis) pairs; return the loss per step."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"tower_pretrain.schedule must be constant or cosine, got {schedule!r}")
     by_image = {r["image"]: r["label"] for r in records if r["family"] == "diagnosis"}
     if len(set(by_image.values())) < 2:
         raise ValueError("tower pretraining needs diagnosis records with at least two labels")
@@ -29,16 +46,23 @@ def pretrain_tower(model, processor, records: list[dict], image_root, steps: int
     head = torch.nn.Linear(tower.config.hidden_size, len(classes))
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if schedule == "constant" else
+                                              min((s + 1) / warm, 0.5 * (1 + math.cos(math.pi * s / steps))))
     gen = torch.Generator().manual_seed(seed)
+    weights = torch.bincount(targets).float()[targets] ** -float(balance)
     tower.train()
     losses = []
     for _ in tqdm(range(steps), desc="stage 0: tower pretraining"):
-        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-        feats = tower(pixel_values=pixels[idx], output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
-        loss = torch.nn.functional.cross_entropy(head(feats), targets[idx])
+        idx = (torch.multinomial(weights, batch_size, replacement=True, generator=gen) if balance
+               else torch.randint(0, len(images), (batch_size,), generator=gen))
+        x = augment_batch(pixels[idx], gen) if augment else pixels[idx]
+        feats = tower(pixel_values=x, output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
+        loss = torch.nn.functional.cross_entropy(head(feats), targets[idx], label_smoothing=label_smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad()
+        sched.step()
         losses.append(loss.item())
     return losses

@@ -25,6 +25,7 @@ from data_gen.records import read_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
+from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.train.checkpoints import CompletionMarker, latest_complete, load_checkpoint_weights
 from dermvqa.train.ds_env import without_zero3_init
 from dermvqa.train.packing import PackingCollator
@@ -220,6 +221,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
             else:
                 set_aside_previous_run(out)
             out.mkdir(parents=True, exist_ok=True)
+            if recipe["tune"]["mode"] == "qlora":  # inference and export load the adapter on this 4-bit base
+                write_text_atomic(out / QUANT_FILE, quantization_config(recipe["tune"]["quant"]).to_json_string())
         with without_zero3_init(args):
             path = model_folder(recipe, records, out)
     start = latest_complete(out / "checkpoints", set_aside=False) if resume else None
@@ -283,7 +286,9 @@ def save_final(trainer, processor, records, out: Path) -> Path:
     if trainer.args.should_save:
         processor.save_pretrained(tmp)
         (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
-        shutil.copy(out / "recipe.yaml", tmp / "recipe.yaml")
+        for name in ("recipe.yaml", QUANT_FILE):
+            if (out / name).is_file():
+                shutil.copy(out / name, tmp / name)
         skipped = skip_summary(out / SKIPPED)
         summary = json.loads((out / "data_summary.json").read_text()) | {"skipped records": skipped}
         (tmp / "data_summary.json").write_text(json.dumps(summary, indent=1))

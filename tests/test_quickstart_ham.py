@@ -1,0 +1,79 @@
+"""`dermvqa quickstart --dataset ham10000` end to end on 56 real HAM10000 images, and its 7-class metrics."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dermvqa.cli import app
+from dermvqa.quickstart_ham import CLASSES, auc, class_metrics
+from tests.conftest import REPO, SHARED_DATA
+
+HAM = SHARED_DATA / "ham10000"
+
+
+def test_auc_and_class_metrics_by_hand():
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True])) == 0.75
+    assert auc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
+    nv, mel, bkl = CLASSES.index("Melanocytic nevus"), CLASSES.index("Melanoma"), CLASSES.index("Benign keratosis")
+    m = class_metrics([nv, nv, nv, mel, mel, bkl], [nv, mel, -1, mel, nv, bkl])
+    assert m["accuracy"] == 0.5 and m["unmapped_answers"] == 1
+    assert m["recall"] == {"Benign keratosis": 1.0, "Melanoma": 0.5, "Melanocytic nevus": 1 / 3}
+    assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1 / 3) / 3)
+    assert m["melanoma_recall"] == 0.5 and m["benign_called_malignant"] == 0.25  # 1 of 4 benign said melanoma
+
+
+def _subset(tmp_path, per_class=8):
+    """A HAM10000-shaped folder with `per_class` images of each dx in the DermaMNIST train and test splits."""
+    split = {r["image_id"]: r["split"] for r in csv.DictReader(open(HAM / "dermamnist_split.csv"))}
+    rows = list(csv.DictReader(open(HAM / "HAM10000_metadata.csv")))
+    keep = []
+    for dx in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"):
+        for s, n in (("train", per_class - 2), ("test", 2)):
+            keep += [r for r in rows if r["dx"] == dx and split[r["image_id"]] == s][:n]
+    data = tmp_path / "ham"
+    (data / "images").mkdir(parents=True)
+    for r in keep:
+        shutil.copy(HAM / "images" / f"{r['image_id']}.jpg", data / "images")
+    with open(data / "HAM10000_metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    shutil.copy(HAM / "dermamnist_split.csv", data)
+    return data, keep
+
+
+def test_quickstart_ham10000_small(tmp_path):
+    data, keep = _subset(tmp_path)
+    recipe = yaml.safe_load((REPO / "configs" / "ham10000_cpu.yaml").read_text())
+    recipe["model"]["tiny"].update(image_size=16, vision_width=32, vision_layers=1, text_width=32, text_layers=1,
+                                   vocab_size=300)
+    recipe["tune"]["tower_pretrain"]["steps"] = 3
+    recipe["train"].update(batch_size=8, max_steps=3)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["quickstart", "--dataset", "ham10000", "--data", str(data), "--out", str(out),
+                                   "--recipe", str(tmp_path / "recipe.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "DermaMNIST official test split" in res.output and "melanoma recall" in res.output
+    r = json.loads((out / "ham10000_metrics.json").read_text())
+    n_test = sum(1 for _ in keep) // 4  # 2 of every 8 per class
+    assert r["official_test"]["option_likelihood"]["n"] == n_test == 14
+    # the test images of this subset whose lesion has no train image in it
+    train_lesions = {k["lesion_id"] for k in keep[::1] if keep.index(k) % 8 < 6}
+    disjoint = [k for i, k in enumerate(keep) if i % 8 >= 6 and k["lesion_id"] not in train_lesions]
+    assert r["lesion_disjoint_test"]["option_likelihood"]["n"] == len(disjoint)
+    for key in ("official_test", "official_test_blind"):
+        lik = r[key]["option_likelihood"]
+        assert 0 <= lik["accuracy"] <= 1 and 0 <= lik["auc"] <= 1 and set(lik["recall"]) == set(CLASSES)
+    assert set(r["families"]) >= {"multiple_choice"} and r["seconds"]["total"] >= 0
+
+
+def test_quickstart_ham10000_needs_data(tmp_path):
+    res = CliRunner().invoke(app, ["quickstart", "--dataset", "ham10000", "--data", str(tmp_path)])
+    assert res.exit_code != 0 and "HAM10000_metadata.csv" in res.output
+    res = CliRunner().invoke(app, ["quickstart", "--dataset", "isic"])
+    assert res.exit_code != 0 and "synthetic, ham10000" in res.output
