@@ -77,7 +77,8 @@ def test_mmskin_official_csv(tmp_path):
     assert len(bench.items) == 5452 and len(closed) == 1323 and bench.skipped == {}
     yes = next(it for it in closed if it.references[0].startswith("Yes"))
     assert yes.options == ["yes", "no"] and yes.gold == "yes" and yes.family == "mmskin_yes_no"
-    assert yes.images[0] == tmp_path / "dataset" / "SCIN" / "images" / f"{yes.images[0].name}"
+    assert bench.items[0].images[0] == tmp_path / "dataset" / "SCIN" / "images" / "img0.png"
+    assert bench.items[29].images[0] == tmp_path / "dataset" / "SCIN" / "images" / "img29.png"   # missing
     # the same file resolves from the dataset/ folder itself too, and an empty answer is counted
     rows = [["dataset/SCIN/images/img1.png", "What is seen?", ""], ["dataset/SCIN/images/img2.png", "Where?", "Arm."]]
     small = official.write_csv(tmp_path / "small.csv", ["image", "question", "answer"], rows)
@@ -92,7 +93,7 @@ def test_wrong_kind_and_missing_folders_are_one_clear_line(tmp_path):
              (f"dermavqa:{official.vqa_rad(tmp_path, n=8, n_test=4)}",
               r"not a DermaVQA JSON \(entry 0 has no encounter_id\); it looks like a VQA-RAD JSON: use --bench vqarad:"),
              (f"mmskin:{official.mmskin(tmp_path, n=4, n_yes_no=2)}:root={tmp_path / 'nowhere'}",
-              r"root=.*nowhere: image folder not found"),
+              r"MM-Skin_test\.csv: image folder root=.*nowhere not found"),
              (f"zeroshot:{tmp_path / 'absent.csv'}:PAD", r"absent\.csv does not exist")]
     for spec, message in cases:
         with pytest.raises(BenchError, match=message) as e:

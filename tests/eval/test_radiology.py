@@ -69,3 +69,31 @@ def test_radiology_bad_entries(tmp_path):
     slake.write_text(slake.read_text().replace('"answer_type": "OPEN"', '"answer_type": "FREE"'))
     with pytest.raises(BenchError, match=r"entry \d \(qid \d\): answer_type 'FREE' is neither OPEN nor CLOSED"):
         load_bench(f"slake:{slake}")
+
+
+class Replies:
+    """An answer log stand-in: the gold answer for even qids, a reply naming every choice for odd ones."""
+
+    def __init__(self, items):
+        self.items = {it.id: it for it in items}
+
+    def get(self, item_id, blind):
+        it = self.items[item_id]
+        return {"reply": it.gold if int(item_id) % 2 == 0 else " or ".join(it.options) or "lung and heart"}
+
+
+def test_metrics_json_counts_every_skip_and_reports_languages(tmp_path):
+    from dermvqa.eval.runner import check_images
+    from dermvqa.eval.summary import build_metrics
+
+    path = official.slake(tmp_path, n_en=12, n_zh=8, n_images=96)
+    for spec, skipped in ((f"slake:{path}", {"q_lang zh (lang=en)": 8}), (f"slake:{path}:lang=all", {})):
+        bench = load_bench(spec)
+        items, missing = check_images(bench.items)
+        m = build_metrics(bench, items, missing, Replies(items), {}, blind=False, n_boot=50)
+        assert m["benchmark"]["loader_skipped"] == skipped and m["benchmark"]["missing_images"]["count"] == 0
+        closed = [it for it in items if it.answer_type == "closed"]
+        assert m["overall"]["image"]["accuracy"]["value"] == pytest.approx(
+            sum(int(it.id) % 2 == 0 for it in closed) / len(closed))
+    assert set(m["strata"]["language"]) == {"en", "zh"}
+    assert m["benchmark"]["loader"]["closed_without_named_choices"].startswith("2 ")

@@ -103,19 +103,19 @@ def fitzpatrick(value, where: str) -> int:
     return v
 
 
-def image_roots(opts: dict, base: Path, layout: list[str]) -> list[Path]:
-    """The folders to look for images in: the official sub-folders (`layout`) of root= (default `base`)
-    that exist, then root itself. A root= that is not a folder is an error."""
-    root = Path(opts["root"]) if opts.get("root") else base
+def image_roots(opts: dict, source: Path, layout: list[str]) -> list[Path]:
+    """The folders to look for images in: the official sub-folders (`layout`) of root= (default: the
+    benchmark's folder) that exist, then root itself. A root= that is not a folder is an error."""
+    root = Path(opts["root"]) if opts.get("root") else source if source.is_dir() else source.parent
     if not root.is_dir():
-        raise BenchError(f"root={root}: image folder not found")
+        raise BenchError(f"{source}: image folder root={root} not found")
     return [root / sub for sub in layout if (root / sub).is_dir()] + [root]
 
 
 class ImageFinder:
     """Resolves an image path as a file names it: under each root, the whole relative path, then with its
     leading folders dropped one by one (MM-Skin's `dataset/...`, absolute paths from the authors' machines,
-    `data/downstream/PAD/images/...`). An unresolved path points under the first root."""
+    `data/downstream/PAD/images/...`). An unresolved path points under the first root (not repeating its name)."""
 
     def __init__(self, roots: list[Path]):
         self.roots = roots
@@ -127,4 +127,5 @@ class ImageFinder:
                 candidate = root.joinpath(*parts[k:])
                 if candidate.is_file():
                     return candidate
-        return self.roots[0].joinpath(*parts)
+        first = self.roots[0]
+        return first.joinpath(*parts[1:] if parts and parts[0] == first.name else parts)

@@ -40,7 +40,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
                              f"query_title/query_content with DermaVQA's reddit retrieval script first")
         raise BenchError(f"{path}: no encounter has {lang} query text")
     layout = [f"images_{split}", "images"] if split else ["images"]
-    roots = image_roots(opts, path.parent, layout)
+    roots = image_roots(opts, path, layout)
     if not opts.get("root"):               # the image folders may sit beside the iiyi/ folder
         roots += [path.parent.parent / sub for sub in layout if (path.parent.parent / sub).is_dir()]
     find = ImageFinder(roots)

@@ -18,7 +18,7 @@ _VERDICT = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 def load(path: Path, args: list[str], opts: dict) -> Loaded:
     rows = read_csv(path, "mmskin", {"image", "question", "answer"})
-    roots = image_roots(opts, path.parent, ["dataset"])
+    roots = image_roots(opts, path, ["dataset"])
     find = ImageFinder(roots)
     items, skipped = [], Counter()
     for line, row in enumerate(rows, start=2):

@@ -33,7 +33,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     base = path if path.is_dir() else path.parent
     if opts.get("root"):
         if not Path(opts["root"]).is_dir():
-            raise BenchError(f"root={opts['root']}: image folder not found")
+            raise BenchError(f"{path}: image folder root={opts['root']} not found")
         roots = [Path(opts["root"])]
     else:
         roots = _report_roots(qa_dir, base)

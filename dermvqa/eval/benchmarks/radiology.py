@@ -60,7 +60,7 @@ def load_slake(path: Path, args: list[str], opts: dict) -> Loaded:
     entries = read_json_list(path, "slake")
     if entries and not {"img_name", "q_lang"} <= set(entries[0]):
         raise wrong_kind(path, "slake", "entry 0 has no img_name / q_lang")
-    roots = image_roots(opts, path.parent, ["imgs"])
+    roots = image_roots(opts, path, ["imgs"])
     find = ImageFinder(roots)
     split = next((s for s in ("train", "validate", "test") if s in path.name.lower()), "")
     items, skipped = [], Counter()
@@ -89,7 +89,7 @@ def load_vqarad(path: Path, args: list[str], opts: dict) -> Loaded:
     entries = read_json_list(path, "vqarad")
     if entries and not {"image_name", "phrase_type"} <= set(entries[0]):
         raise wrong_kind(path, "vqarad", "entry 0 has no image_name / phrase_type")
-    roots = image_roots(opts, path.parent, ["VQA_RAD Image Folder"])
+    roots = image_roots(opts, path, ["VQA_RAD Image Folder"])
     find = ImageFinder(roots)
     items, skipped = [], Counter()
     for i, e in enumerate(entries):

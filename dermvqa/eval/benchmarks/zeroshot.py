@@ -69,7 +69,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     if image_col is None:
         raise BenchError(f"{path}: no image_path (or image) column; has {list(rows[0])}")
     lookup = {lab.strip().lower(): i for i, lab in enumerate(labels)}
-    roots = image_roots(opts, path.parent, ["images"])
+    roots = image_roots(opts, path, ["images"])
     find = ImageFinder(roots)
     question = QUESTION.format(options=format_options(labels))
     family = f"zeroshot_{(args[0] if args else 'classes').lower()}"
