@@ -91,7 +91,8 @@ def test_wrong_kind_and_missing_folders_are_one_clear_line(tmp_path):
               r"HAM10000_metadata\.csv: not a SLAKE JSON .* looks like a HAM10000 folder: use --bench ham10000:"),
              (f"mmskin:{DERMAVQA}", r"iiyi_valid_ht\.json: not a MM-Skin CSV .* use --bench dermavqa:"),
              (f"dermavqa:{official.vqa_rad(tmp_path, n=8, n_test=4)}",
-              r"not a DermaVQA JSON \(entry 0 has no encounter_id\); it looks like a VQA-RAD JSON: use --bench vqarad:"),
+              r"not a DermaVQA JSON \(entry 0 has no encounter_id\); "
+              r"it looks like a VQA-RAD JSON: use --bench vqarad:"),
              (f"mmskin:{official.mmskin(tmp_path, n=4, n_yes_no=2)}:root={tmp_path / 'nowhere'}",
               r"MM-Skin_test\.csv: image folder root=.*nowhere not found"),
              (f"zeroshot:{tmp_path / 'absent.csv'}:PAD", r"absent\.csv does not exist")]

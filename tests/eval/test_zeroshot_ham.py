@@ -46,7 +46,8 @@ def test_integer_labels_class_lists_and_their_errors(tmp_path):
     with pytest.raises(BenchError, match=r"bad\.csv: line 3: label 114 out of range for class list F17K "
                                          r"\(114 classes, 0-113\)"):
         load_bench(f"zeroshot:{bad}:F17K")
-    names = official.write_csv(tmp_path / "names.csv", ["image_path", "label"], [["a.jpg", "MEL"], ["a.jpg", "psoriasis"]])
+    names = official.write_csv(tmp_path / "names.csv", ["image_path", "label"],
+                               [["a.jpg", "MEL"], ["a.jpg", "psoriasis"]])
     with pytest.raises(BenchError, match=r"names\.csv: line 3: class name 'psoriasis' is not in class list PAD"):
         load_bench(f"zeroshot:{names}:PAD")
     # a third-party CSV numbering F17K in its own order: diag contradicts the canonical index ...
