@@ -8,33 +8,34 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from dermvqa.data.conversation import user_turn
+from dermvqa.model.adapter import adapter_base, find_quantization, load_adapter_model
 from dermvqa.model.generation import model_greedy_config
 
 
 def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
-    """Return (model, processor). A folder with adapter_config.json is a LoRA adapter on its base model."""
+    """Return (model, processor). A folder with adapter_config.json is a LoRA (merged) or QLoRA (kept on its
+    4-bit base) adapter on its base model."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    adapter = path / "adapter_config.json"
-    if adapter.exists():
-        import json
-
-        from peft import PeftModel
-        base = json.loads(adapter.read_text())["base_model_name_or_path"]
-        model = LlavaForConditionalGeneration.from_pretrained(base, dtype=dtype)
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        proc_dir = path if (path / "processor_config.json").exists() else base
+    if (path / "adapter_config.json").exists():  # a QLoRA adapter stays on its 4-bit base, as trained
+        model = load_adapter_model(path, dtype, device)
+        proc_dir = path if (path / "processor_config.json").exists() else adapter_base(path)
+        if find_quantization(path) is not None:
+            return model.eval(), _left_padded(AutoProcessor.from_pretrained(proc_dir))  # placed by device_map
     else:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has neither config.json nor adapter_config.json")
         model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
         proc_dir = path
-    processor = AutoProcessor.from_pretrained(proc_dir)
+    return model.to(device).eval(), _left_padded(AutoProcessor.from_pretrained(proc_dir))
+
+
+def _left_padded(processor):
     processor.tokenizer.padding_side = "left"
-    return model.to(device).eval(), processor
+    return processor
 
 
 def prompt_text(processor, messages: list[dict]) -> str:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import torch
 
+from dermvqa.model.adapter import find_quantization, load_adapter_model
 from dermvqa.model.generation import model_greedy_config
+
+PROBE_QUESTIONS = ["What is the most likely diagnosis?", "Is this melanoma?", "Describe the morphology of this lesion."]
 
 LICENCE = ("Derm1M and DermLIP are released under CC BY-NC 4.0, so these weights (trained on Derm1M-derived "
            "questions with a DermLIP vision tower) are for non-commercial research only; the LLM keeps its "
@@ -40,17 +43,20 @@ def load_for_export(source: str | Path, dtype=torch.float32):
         raise FileNotFoundError(f"{source}: not a folder")
     adapter = source / "adapter_config.json"
     if adapter.is_file():
-        from peft import PeftModel
-
         base = json.loads(adapter.read_text()).get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{adapter}: no base_model_name_or_path; cannot tell which model the adapter belongs to")
         if not (source / "adapter_model.safetensors").is_file():
             raise FileNotFoundError(f"{source}: adapter_config.json without adapter_model.safetensors "
                                     f"(half-written checkpoint?)")
-        model = LlavaForConditionalGeneration.from_pretrained(base, dtype=dtype)
-        model = PeftModel.from_pretrained(model, source).merge_and_unload()
+        model = load_adapter_model(source, dtype, merge=True)
         what = f"LoRA adapter {source} merged into {base}"
+        if find_quantization(source) is not None:
+            error = merge_error(source, model, AutoProcessor.from_pretrained(_processor_dir(source, base)))
+            what = (f"QLoRA adapter {source} (trained on a 4-bit base) merged into the unquantised {base}; "
+                    f"merging changes the logits by up to {error:.4g} (max absolute difference from the trained "
+                    f"4-bit model + adapter on a probe batch of {len(PROBE_QUESTIONS)} questions x 2 images)")
+            print(what)
     elif (source / "config.json").is_file():
         base = None
         model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
@@ -61,6 +67,28 @@ def load_for_export(source: str | Path, dtype=torch.float32):
     if leftovers:
         raise RuntimeError(f"merge left adapter modules behind: {leftovers[:3]}")
     return model.eval(), AutoProcessor.from_pretrained(_processor_dir(source, base)), what
+
+
+@torch.no_grad()
+def merge_error(source: Path, merged, processor) -> float:
+    """Max |logit difference| between the trained 4-bit base + adapter and the merged model on a probe batch."""
+    from PIL import Image
+
+    from dermvqa.data.conversation import user_turn
+
+    trained = load_adapter_model(source, merged.dtype, merge=False).eval()
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray(torch.randint(0, 256, (64, 64, 3), generator=gen, dtype=torch.uint8).numpy())
+              for _ in range(2)]
+    worst = 0.0
+    for image in images:
+        for q in PROBE_QUESTIONS:
+            prompt = processor.apply_chat_template([user_turn(q)], add_generation_prompt=True, tokenize=False)
+            enc = processor(images=[image], text=[prompt], add_special_tokens=False, return_tensors="pt")
+            enc["pixel_values"] = enc["pixel_values"].to(merged.dtype)
+            diff = (trained(**enc).logits.float() - merged(**enc).logits.float()).abs().max().item()
+            worst = max(worst, diff)
+    return worst
 
 
 def model_card(model, what: str, recipe_text: str | None, data_summary: dict | None) -> str:

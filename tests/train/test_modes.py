@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from dermvqa.train.trainer import curriculum_order, load_model, prepare_trainable, run_training
-from tests.train.tiny_run import LORA, losses, make_world, recipe
+from tests.train.tiny_run import LORA, TINY_MODEL, losses, make_world, recipe
 
 QUANT = ("tune.quant={type: nf4, double_quant: true, compute_dtype: float32, "
          "skip_modules: [model.vision_tower, model.multi_modal_projector, lm_head]}")
@@ -84,3 +84,29 @@ def test_build_kind_joins_tower_and_llm_then_trains_projector(world, tmp_path):
     assert info["image_seq_length"] == 196 and (final / "model.safetensors").is_file()
     assert len(_curve(tmp_path / "run")) == 6
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_qlora_adapter_is_evaluated_on_its_4bit_base_and_export_measures_the_merge(world, tmp_path, capsys):
+    """Inference loads a QLoRA adapter on the NF4 base it trained with; export reports the merge error."""
+    import bitsandbytes as bnb
+    from PIL import Image
+
+    from dermvqa.infer.generate import answer_batch, load_model
+    from dermvqa.model.adapter import QUANT_FILE, load_adapter_model
+    from dermvqa.train.export import export
+
+    wide = TINY_MODEL.replace("text_width: 32", "text_width: 64")  # bnb's CPU 4-bit inference needs in >= 64
+    final = run_training(recipe(world, tmp_path / "run", extra=("tune.mode=qlora", LORA, QUANT, wide)))
+    assert (final / QUANT_FILE).is_file()
+    model, processor = load_model(final, device="cpu")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) and hasattr(model, "peft_config")
+    image = Image.new("RGB", (40, 40), (180, 90, 80))
+    trained = answer_batch(model, processor, [image], ["What is the most likely diagnosis?"], max_new_tokens=6)
+    merged = load_adapter_model(final, merge=True)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    out = export(final, tmp_path / "export")
+    card = (out / "README.md").read_text()
+    assert "trained on a 4-bit base" in card and "merging changes the logits by up to" in card
+    error = float(card.split("merging changes the logits by up to ")[1].split(" ")[0])
+    assert 0 < error < 10  # NF4 rounding of the base is what merging gives up: measured, not zero
+    assert trained and "merging changes the logits" in capsys.readouterr().out
