@@ -122,3 +122,16 @@ def load_checkpoint_weights(model, folder: Path) -> None:
                                f"unexpected {result.unexpected_keys[:3]}")
     else:
         raise FileNotFoundError(f"{folder}: no model.safetensors or adapter_model.safetensors for this model")
+
+
+def zero3_trainable_state_dict(model, rank0: bool) -> dict | None:
+    """The trainable parameters (LoRA adapters, projector copy) of a ZeRO-3 model, whole, on rank 0's CPU.
+
+    DeepSpeed's own consolidation gathers every layer, frozen 7B base included, and then drops the
+    frozen weights; gathering only what trains moves the adapter's bytes, not the model's.
+    """
+    import deepspeed
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters([p for _, p in trainable], modifier_rank=None):
+        return {n: p.detach().cpu().clone() for n, p in trainable} if rank0 else None

@@ -26,7 +26,8 @@ from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
-from dermvqa.train.checkpoints import CompletionMarker, latest_complete, load_checkpoint_weights
+from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
+                                       zero3_trainable_state_dict)
 from dermvqa.train.ds_env import without_zero3_init
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
@@ -157,6 +158,18 @@ class RecipeTrainer(Trainer):
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # the count is global; DDP averages gradients
         return (loss, None) if return_outputs else loss
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        zero3 = self.is_deepspeed_enabled and self.deepspeed.zero_optimization_partition_weights()
+        if zero3 and hasattr(self.model, "peft_config"):
+            t0 = time.perf_counter()
+            state = zero3_trainable_state_dict(self.model, self.args.should_save)  # adapter only, not the 7B base
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=state)
+                print(f"ZeRO-3 save: gathered {sum(v.numel() for v in state.values()):,} trainable parameters of "
+                      f"{sum(p.ds_numel for p in self.model.parameters()):,} in {time.perf_counter() - t0:.2f} s")
+            return None
+        return super().save_model(output_dir, _internal_call)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers' own loader only warns when keys miss, and misses every key of an old-layout LLaVA save
