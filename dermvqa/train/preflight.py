@@ -80,16 +80,17 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
                          f"{len(longest)} longest questions, e.g. {shown}; raise max_length or drop them")
 
 
-def check_images(records: list[dict], image_root: str | Path) -> None:
-    """Every record's image file exists (a stat per distinct image; unreadable files fail at load time)."""
+def check_images(records: list[dict], image_root: str | Path, rank: int = 0, world_size: int = 1) -> None:
+    """Every record's image file exists: one stat per distinct image, and under a multi-process launcher
+    each rank stats its own share (any rank's failure stops the job). Unreadable files are skipped later."""
     root = Path(image_root)
-    checked, missing = set(), {}
+    first_record: dict[str, str] = {}
     for r in records:
-        if r["image"] in checked:
-            continue
-        checked.add(r["image"])
-        if not (root / r["image"]).is_file():
-            missing[r["image"]] = r["id"]
+        first_record.setdefault(r["image"], r["id"])
+    missing = {}
+    for k, (image, rid) in enumerate(first_record.items()):
+        if k % world_size == rank and not (root / image).is_file():
+            missing[image] = rid
     if missing:
         image, rid = next(iter(missing.items()))
         more = f" (and {len(missing) - 1} more missing images)" if len(missing) > 1 else ""

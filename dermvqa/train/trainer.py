@@ -225,7 +225,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     records = [r for r in records if fams == "all" or r["family"] in fams]
     if not records:
         raise ValueError(f"no training records in {data['qa_dir']} (families={fams})")
-    check_images(records, data["image_root"])
+    check_images(records, data["image_root"], int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
     args = training_arguments(recipe, out)  # sets up the process group when launched with several
     with args.main_process_first(local=False, desc="run folder and start model"):
         if args.should_save:

@@ -77,3 +77,19 @@ def test_qlora_with_zero3_and_missing_sections(world, tmp_path, model_copy):
         _run(world, tmp_path, model_copy, "tune.mode=qlora", LORA,
              "tune.quant={type: nf4, skip_modules: [vision_tower, multi_modal_projector, lm_head]}")
     _not_started(tmp_path)
+
+
+def test_image_check_is_shared_between_ranks(tmp_path):
+    """Each rank stats its share of the distinct images; together they find every missing one."""
+    from dermvqa.train.preflight import check_images
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    recs = [{"id": f"r{i}", "image": name} for i, name in enumerate(["a.png", "a.png", "gone1.png", "gone2.png"])]
+    failures = []
+    for rank in range(3):
+        try:
+            check_images(recs, tmp_path, rank, 3)
+        except FileNotFoundError as e:
+            failures.append((rank, str(e)))
+    assert [r for r, _ in failures] == [1, 2]  # distinct images a, gone1, gone2 -> ranks 0, 1, 2
+    assert "record r2" in failures[0][1] and "record r3" in failures[1][1]
