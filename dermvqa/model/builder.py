@@ -61,7 +61,7 @@ def load_vision(source: str, dtype=torch.float32, allow_pickle: bool = False):
 
         tower, processor = convert_dermlip(source, allow_pickle=allow_pickle)
         return tower.vision_model.to(dtype), processor, True
-    config = AutoConfig.from_pretrained(source)
+    config = _config(source, "vision")
     model_type = FULL_TYPES.get(config.model_type, config.model_type)
     if model_type not in VISION_TYPES:
         raise BuildError(f"vision {source}: model_type {config.model_type!r} is not a CLIP/SigLIP vision model "
@@ -133,8 +133,17 @@ def ensure_pad_token(tokenizer, skip_id: int) -> str:
     return "reserved" if reserved else "eos"
 
 
+def _config(source: str, which: str):
+    """The model config of a folder or hub id; one that has none is a BuildError naming the input."""
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as e:
+        raise BuildError(f"{which} {source}: not a model folder, and no hub model of that name could be loaded "
+                         f"({e})") from e
+
+
 def load_llm(source: str, dtype):
-    config = AutoConfig.from_pretrained(source)
+    config = _config(source, "llm")
     if config.model_type in VISION_TYPES or config.model_type in FULL_TYPES:
         raise BuildError(f"llm {source}: model_type {config.model_type!r} is a vision model (swapped --vision/--llm?)")
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -148,8 +157,10 @@ def load_llm(source: str, dtype):
 
 
 def build_llava(vision: str, llm: str, projector: str = "mlp2x_gelu", feature_layer: int = -2,
-                dtype=torch.bfloat16, chat_template: str | None = None, allow_pickle: bool = False):
-    """Return (LlavaForConditionalGeneration, LlavaProcessor, info dict) joining `vision` and `llm`."""
+                dtype=torch.bfloat16, chat_template: str | None = None, allow_pickle: bool = False, seed: int = 0):
+    """Return (LlavaForConditionalGeneration, LlavaProcessor, info dict) joining `vision` and `llm`.
+
+    The fresh projector is initialised from `seed`: the same inputs and seed give the same weights."""
     if projector not in PROJECTORS:
         raise BuildError(f"projector {projector!r}: choose one of {sorted(PROJECTORS)}")
     tower, image_processor, has_cls = load_vision(vision, dtype, allow_pickle)
@@ -180,7 +191,9 @@ def build_llava(vision: str, llm: str, projector: str = "mlp2x_gelu", feature_la
     model.model.vision_tower = tower
     model.model.language_model = lm.model
     model.lm_head = lm.get_output_embeddings()
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
     model.generation_config = greedy_config(stop_ids(lm.generation_config, lm.config, tokenizer=tokenizer),
                                             tokenizer.pad_token_id, lm.generation_config.bos_token_id)
     wrapped = wrap_chat_template(template, token)
@@ -191,7 +204,8 @@ def build_llava(vision: str, llm: str, projector: str = "mlp2x_gelu", feature_la
     if processor.image_token_id != token_id:
         raise BuildError(f"processor picked image token {processor.image_token!r}, expected {token!r}")
     info = {"vision": vision, "llm": llm, "projector": projector, "image_token": token, "image_token_how": how,
-            "pad_token": pad, "image_seq_length": n_image, "feature_layer": feature_layer, "strategy": strategy}
+            "pad_token": pad, "image_seq_length": n_image, "feature_layer": feature_layer, "strategy": strategy,
+            "seed": seed}
     return model.eval(), processor, info
 
 
@@ -201,13 +215,13 @@ def save_build(model, processor, info: dict, out_dir: str | Path) -> Path:
 
 
 def build_cli(vision: str, llm: str, out: str, projector: str = "mlp2x_gelu", feature_layer: int = -2,
-              dtype: str = "bfloat16", chat_template: str = "own", allow_pickle: bool = False) -> None:
+              dtype: str = "bfloat16", chat_template: str = "own", allow_pickle: bool = False, seed: int = 0) -> None:
     """Body of `dermvqa build`. chat_template: own (the LLM's), chatml, or a path to a .jinja file."""
     template = {"own": None, "chatml": CHATML_TEMPLATE}.get(chat_template)
     if chat_template not in ("own", "chatml"):
         template = Path(chat_template).read_text()
     model, processor, info = build_llava(vision, llm, projector, feature_layer, getattr(torch, dtype),
-                                         chat_template=template, allow_pickle=allow_pickle)
+                                         chat_template=template, allow_pickle=allow_pickle, seed=seed)
     path = save_build(model, processor, info, out)
     print(f"built {path}: image token {info['image_token']!r} ({info['image_token_how']}), "
           f"{info['image_seq_length']} image tokens, projector {projector}")

@@ -26,8 +26,9 @@ def build(
     dtype: Annotated[str, typer.Option(help="bfloat16 | float16 | float32")] = "bfloat16",
     chat_template: Annotated[str, typer.Option(help="own (the LLM's), chatml, or a .jinja file")] = "own",
     allow_pickle: Annotated[bool, typer.Option(help="accept pickle weights for an open_clip vision source")] = False,
+    seed: Annotated[int, typer.Option(help="initialises the fresh projector (same seed: same weights)")] = 0,
 ):
     """Join a vision tower and an LLM with a fresh projector into a standard LLaVA folder."""
     from dermvqa.model.builder import build_cli
 
-    build_cli(vision, llm, out, projector, feature_layer, dtype, chat_template, allow_pickle)
+    build_cli(vision, llm, out, projector, feature_layer, dtype, chat_template, allow_pickle, seed)

@@ -68,7 +68,8 @@ def model_folder(recipe: dict, records: list[dict], out_dir: Path) -> Path:
     elif spec["kind"] == "build":
         from dermvqa.model.builder import build_llava, save_build
         b = dict(spec["build"] or {})
-        model, processor, info = build_llava(b.pop("vision"), b.pop("llm"), dtype=torch.bfloat16, **b)
+        model, processor, info = build_llava(b.pop("vision"), b.pop("llm"), dtype=torch.bfloat16,
+                                             seed=recipe["train"]["seed"], **b)
         save_build(model, processor, info, init)
     else:
         raise ValueError(f"model.kind must be tiny, build or pretrained, got {spec['kind']!r}")
@@ -297,6 +298,7 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
     if trainer.args.should_save:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
         processor.save_pretrained(tmp)
         (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
         for name in ("recipe.yaml", QUANT_FILE):

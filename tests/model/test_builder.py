@@ -226,3 +226,9 @@ def test_cli_convert_then_build(tmp_path):
     info = json.loads((tmp_path / "llava" / "BUILD_INFO.json").read_text())
     assert info["image_seq_length"] == 16 == model.config.image_seq_length
     _check_end_to_end(model, processor, info)
+    again = ["build", "--vision", str(tmp_path / "tower"), "--llm", str(llm), "--dtype", "float32", "--projector",
+             "linear"]
+    assert runner.invoke(app, again + ["--out", str(tmp_path / "llava2")]).exit_code == 0
+    assert runner.invoke(app, again + ["--out", str(tmp_path / "llava3"), "--seed", "1"]).exit_code == 0
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("llava", "llava2", "llava3")]
+    assert weights[0] == weights[1] != weights[2]  # same seed: byte-identical; another seed: another projector
