@@ -42,7 +42,11 @@ class Teacher:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        try:
+            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise ValueError(f"teacher model {name_or_path}: not a model folder, and no hub model of that name "
+                             f"could be loaded ({e})") from e
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token

@@ -47,13 +47,16 @@ def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
 
 def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output folder"),
                dataset: str = typer.Option("synthetic", help="synthetic (embedded, no download) or ham10000"),
-               data: Path = typer.Option(None, help="ham10000: folder with HAM10000_metadata.csv, images/, "
-                                                    "dermamnist_split.csv"),
+               data: Path = typer.Option(None, exists=True, file_okay=False,
+                                         help="ham10000: folder with HAM10000_metadata.csv, images/, "
+                                              "dermamnist_split.csv"),
                images: int = typer.Option(1600, help="number of synthetic lesion images"),
                seed: int = typer.Option(0, help="seed for the world, the QA and training"),
-               recipe: Path = typer.Option(None, help="training recipe YAML (default: configs/tiny_cpu.yaml, "
-                                                      "or configs/ham10000_cpu.yaml for ham10000)"),
-               ontology: Path = typer.Option(None, help="ontology.json (default: the world's Derm1M subset)"),
+               recipe: Path = typer.Option(None, exists=True, dir_okay=False,
+                                           help="training recipe YAML (default: configs/tiny_cpu.yaml, "
+                                                "or configs/ham10000_cpu.yaml for ham10000)"),
+               ontology: Path = typer.Option(None, exists=True, dir_okay=False,
+                                             help="ontology.json (default: the world's Derm1M subset)"),
                families: str = typer.Option("diagnosis,yes_no,multiple_choice,morphology",
                                             help="QA families to synthesize, comma-separated")):
     """Build the synthetic world (or import HAM10000), synthesize QA, train a tiny LLaVA, evaluate it."""

@@ -27,10 +27,10 @@ def apply_overrides(recipe: dict, overrides, source: str = "recipe") -> dict:
         *parents, leaf = key.split(".")
         for p in parents:
             if not isinstance(node.get(p), dict):
-                raise KeyError(f"override {key!r}: {source} has no section {p!r}")
+                raise ValueError(f"override {key!r}: {source} has no section {p!r}")
             node = node[p]
         if leaf not in node:
-            raise KeyError(f"override {key!r}: {source} has no key {leaf!r} (known: {sorted(node)})")
+            raise ValueError(f"override {key!r}: {source} has no key {leaf!r} (known: {sorted(node)})")
         node[leaf] = _parse(raw)
     return recipe
 

@@ -123,7 +123,9 @@ def test_cli_import_strict_names_file_and_row(tmp_path):
     runner = CliRunner()
     base = ["import", "ham10000", "--metadata", str(meta), "--images", str(images)]
     res = runner.invoke(data_app, base + ["--out", str(tmp_path / "a"), "--strict"])
-    assert res.exit_code == 1 and "meta.csv: data row 7" in res.output and "duplicate image id" in res.output
+    # the `dermvqa` entry point prints it as one `error:` line, exit 2 (tests/test_cli_errors.py)
+    assert isinstance(res.exception, ImportFailed)
+    assert "meta.csv: data row 7" in str(res.exception) and "duplicate image id" in str(res.exception)
     res = runner.invoke(data_app, base + ["--out", str(tmp_path / "b"), "--ontology", str(ONTOLOGY)])
     assert res.exit_code == 0, res.output
     assert "6 written" in res.output and "unknown label: 1" in res.output
