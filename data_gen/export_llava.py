@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from data_gen.records import honour_umask
+
 
 def _conversation(image: str, records: list[dict], cid: str) -> dict:
     turns = []
@@ -48,5 +50,6 @@ def export(qa_dir: str | Path, out_path: str | Path, split: str | None = None, f
                 f.write(("\n" if n == 0 else ",\n") + json.dumps(c, ensure_ascii=False))
                 n += 1
         f.write("\n]\n")
+    honour_umask(tmp)
     os.replace(tmp, out_path)
     return n

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from data_gen.records import honour_umask
+
 
 def save_model_folder(model, processor, out_dir: str | Path, sidecar_name: str, sidecar: dict) -> Path:
     """Save model (safetensors), processor and one JSON sidecar into `out_dir`; refuse a non-empty folder."""
@@ -17,6 +19,7 @@ def save_model_folder(model, processor, out_dir: str | Path, sidecar_name: str, 
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     (tmp / sidecar_name).write_text(json.dumps(sidecar, indent=2))
+    honour_umask(tmp)
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)

@@ -8,6 +8,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
+from data_gen.records import honour_umask
 from dermvqa.model.generation import greedy_config
 from dermvqa.model.processor import (CHATML_TEMPLATE, IMAGE_TOKEN, build_processor,
                                      clip_image_processor, image_seq_length)
@@ -58,4 +59,5 @@ def build_tiny_llava(out_dir: str | Path, texts, seed: int = 0, image_size: int 
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    honour_umask(out_dir)  # safetensors writes its files 0600
     return model, processor

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from data_gen.records import honour_umask
 from dermvqa.model.adapter import find_quantization, load_adapter_model
 from dermvqa.model.generation import model_greedy_config
 
@@ -175,6 +176,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "float32", recipe_p
         (tmp / "README.md").write_text(card)
         if recipe:
             shutil.copy(recipe, tmp / "recipe.yaml")
+        honour_umask(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -21,7 +21,7 @@ import torch
 import yaml
 from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 
-from data_gen.records import read_records, write_text_atomic
+from data_gen.records import honour_umask, read_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
@@ -312,3 +312,4 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         os.replace(tmp, final)
         write_text_atomic(out / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     return final
+        honour_umask(tmp)  # safetensors writes its files 0600
