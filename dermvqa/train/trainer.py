@@ -309,7 +309,7 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         (tmp / "data_summary.json").write_text(json.dumps(summary, indent=1))
         if skipped["count"]:
             print(f"skipped {skipped['count']} unusable training records {skipped['by_reason']}; see {out / SKIPPED}")
+        honour_umask(tmp)  # safetensors writes its files 0600
         os.replace(tmp, final)
         write_text_atomic(out / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     return final
-        honour_umask(tmp)  # safetensors writes its files 0600
