@@ -51,3 +51,15 @@ def without_zero3_init(args):
     finally:
         if getattr(args, "hf_deepspeed_config", None) is not None:
             set_hf_deepspeed_config(args.hf_deepspeed_config)
+
+
+def zero3_partitioned(args) -> bool:
+    """Whether these TrainingArguments run ZeRO-3, whose models load straight into per-rank partitions."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    if not (getattr(args, "deepspeed", None) and is_deepspeed_zero3_enabled()):
+        return False
+    import deepspeed
+
+    deepspeed.init_distributed()  # zero.Init reads the world size from DeepSpeed's own process group
+    return True

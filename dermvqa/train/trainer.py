@@ -8,6 +8,7 @@ complete one and a finished run writes a standard folder (or a LoRA adapter for 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -28,7 +29,7 @@ from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
-from dermvqa.train.ds_env import without_zero3_init
+from dermvqa.train.ds_env import without_zero3_init, zero3_partitioned
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
 from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
@@ -243,16 +244,19 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     say = print if args.should_save else (lambda *a, **k: None)  # one voice under a multi-process launcher
     if resume and start is None:
         say(f"resume: no complete checkpoint in {out / 'checkpoints'}; starting from the beginning")
-    with without_zero3_init(args):  # whole weights and the usual LoRA init; the engine partitions them later
+    stage0 = recipe["tune"].get("tower_pretrain") or {}
+    stage0_runs = stage0.get("steps", 0) > 0 and start is None
+    # ZeRO-3 loads each rank's partition only (not the whole 7B per rank); stage 0 needs whole weights
+    with contextlib.nullcontext() if zero3_partitioned(args) and not stage0_runs else without_zero3_init(args):
         model, processor = load_model(path, recipe)
         check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
-        stage0 = recipe["tune"].get("tower_pretrain") or {}
-        if stage0.get("steps", 0) > 0 and start is None:
+        if stage0_runs:
             options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
             losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
                                     float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"], **options)
             if args.should_save:
                 write_text_atomic(out / "tower_pretrain_log.json", json.dumps(losses))
+        set_seed(tr["seed"])  # the same adapter init however the base was loaded
         model = prepare_trainable(model, recipe)
     say(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
           + (f"; resuming from {start}" if start else ""))
