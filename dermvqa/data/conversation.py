@@ -20,7 +20,8 @@ def record_messages(record: dict, with_image: bool = True) -> list[dict]:
 
 
 def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_token: str,
-                  image_seq_length: int, max_length: int) -> tuple[list[int], list[int]]:
+                  image_seq_length: int, max_length: int,
+                  add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
     """Token ids and labels for a whole conversation.
 
     The template is rendered up to each assistant turn (with the generation prompt: the exact text
@@ -30,6 +31,8 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
     for): the last answer keeps them as its end, earlier answers stop where the next turn begins.
     Each `<image>` expands to `image_seq_length` image tokens. A conversation longer than
     `max_length` raises `TooLong`: it is never cut, neither through the image nor through an answer.
+    With `add_generation_prompt`, a conversation that ends with a user turn ends with the assistant
+    header: the ids a chat feeds the model, every earlier turn in exactly the ids training used.
     """
     def render(msgs, gen_prompt):
         return tokenizer.apply_chat_template(msgs, chat_template=chat_template, tokenize=False,
@@ -37,7 +40,8 @@ def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_tok
 
     answers = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
     # the text before each answer (assistant header included), then the whole conversation
-    heads = [render(messages[:k], True) for k in answers] + [render(messages, False)]
+    ends_open = add_generation_prompt and messages[-1]["role"] != "assistant"
+    heads = [render(messages[:k], True) for k in answers] + [render(messages, ends_open)]
     ids: list[int] = []
     labels: list[int] = []
     done = ""

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from dermvqa.data.conversation import TooLong, record_messages, tokenize_chat
 from dermvqa.data.skips import SkipLog
-from dermvqa.model.processor import image_seq_length, image_side
+from dermvqa.model.processor import tokens_per_image
 
 
 class UnreadableImage(ValueError):
@@ -36,7 +36,7 @@ class QADataset(Dataset):
         self.image_processor = processor.image_processor
         self.chat_template = processor.chat_template
         self.image_token = processor.image_token
-        self.n_image = _image_seq_length(processor)
+        self.n_image = tokens_per_image(processor)
 
     def __len__(self):
         return len(self.records)
@@ -77,8 +77,3 @@ class QADataset(Dataset):
 
     def _pixels(self, rec: dict):
         return self.image_processor(images=self.load_image(rec), return_tensors="pt")["pixel_values"][0]
-
-
-def _image_seq_length(processor) -> int:
-    return image_seq_length(image_side(processor.image_processor), processor.patch_size,
-                            processor.vision_feature_select_strategy, processor.num_additional_image_tokens > 0)

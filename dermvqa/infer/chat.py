@@ -2,20 +2,23 @@
 
 The image rides on the first user turn that is still in the prompt; when the conversation outgrows the
 model's context, the oldest turns are dropped. Decoding is greedy, as in `generate.answer_batch`.
+Prompts are tokenized turn by turn exactly as training tokenizes a conversation (`tokenize_chat`): the
+whole history tokenized at once merges differently at turn boundaries with some tokenizers (Mistral,
+Phi-3: an answer starting `▁pl` in training would come back as `pl`).
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
-from dermvqa.model.processor import image_side
+from dermvqa.data.conversation import tokenize_chat, user_turn
 from dermvqa.model.generation import model_greedy_config
+from dermvqa.model.processor import tokens_per_image
 
 
 class PromptTooLong(ValueError):
@@ -42,19 +45,21 @@ def context_length(model) -> int:
     return model.config.text_config.max_position_embeddings
 
 
-@lru_cache(maxsize=8)
-def _blank_image(width: int, height: int) -> Image.Image:
-    return Image.new("RGB", (width, height))
+def prompt_ids(processor, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation that ends with a user turn, through the generation prompt, image tokens
+    expanded; earlier turns are exactly the ids training made of them."""
+    ids, _ = tokenize_chat(messages, processor.tokenizer, processor.chat_template, processor.image_token,
+                           tokens_per_image(processor), max_length=sys.maxsize, add_generation_prompt=True)
+    return ids
 
 
 def count_prompt_tokens(processor, messages: list[dict]) -> int:
-    """Prompt length in tokens with image placeholders expanded (fixed-size image processors: content-independent)."""
-    side = image_side(processor.image_processor)
-    n_images = sum(1 for m in messages if isinstance(m["content"], list)
-                   for part in m["content"] if part["type"] == "image")
-    enc = encode_prompts(processor, [_blank_image(side, side)] * n_images or None,
-                         [prompt_text(processor, messages)])
-    return len(enc["input_ids"][0])
+    """Prompt length in tokens with image placeholders expanded."""
+    return len(prompt_ids(processor, messages))
+
+
+def _image_count(messages: list[dict]) -> int:
+    return sum(part["type"] == "image" for m in messages if isinstance(m["content"], list) for part in m["content"])
 
 
 def check_fits(model, prompt_tokens: int, max_new_tokens: int) -> None:
@@ -77,13 +82,19 @@ def generate_replies(model, processor, images: list[Image.Image], conversations:
     if len(images) != len(conversations):
         raise ValueError(f"{len(images)} images but {len(conversations)} conversations")
     limits = [max_new_tokens] * len(images) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    batch = encode_prompts(processor, [im.convert("RGB") for im in images],
-                           [prompt_text(processor, m) for m in conversations], return_tensors="pt", padding=True)
-    prompt_lens = batch["attention_mask"].sum(1).tolist()
+    for i, messages in enumerate(conversations):
+        if _image_count(messages) != 1:
+            raise ValueError(f"conversation {i} holds {_image_count(messages)} images; exactly one is supported")
+    rows = [prompt_ids(processor, m) for m in conversations]
+    prompt_lens = [len(r) for r in rows]
     for n, limit in zip(prompt_lens, limits):
         check_fits(model, n, limit)
-    batch = batch.to(model.device)
-    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    width, pad = max(prompt_lens), processor.tokenizer.pad_token_id
+    pixels = processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    batch = {"input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows]),  # left padding
+             "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows]),
+             "pixel_values": pixels.to(model.dtype)}
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     out = model.generate(**batch, generation_config=model_greedy_config(model, processor.tokenizer, max(limits)),
                          streamer=streamer)
     eos = _eos_ids(model, processor)

@@ -38,6 +38,12 @@ def build_processor(image_processor, tokenizer, patch_size: int, chat_template: 
     )
 
 
+def tokens_per_image(processor) -> int:
+    """How many image tokens one `<image>` of this LlavaProcessor stands for (training and chat expand it so)."""
+    return image_seq_length(image_side(processor.image_processor), processor.patch_size,
+                            processor.vision_feature_select_strategy, processor.num_additional_image_tokens > 0)
+
+
 def image_side(image_processor) -> int:
     """Side of the square images a processor makes: its centre crop (CLIP) or, without one, its resize (SigLIP)."""
     size = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else image_processor.size
