@@ -3,7 +3,8 @@
 Vision: a converted DermLIP folder, a raw open_clip DermLIP folder / `hf-hub:` id (converted on the
 fly), or any HF CLIP / SigLIP vision (or full CLIP/SigLIP) model. LLM: any HF causal LM. The result
 is `LlavaForConditionalGeneration` + `LlavaProcessor` whose chat template is the LLM's own, with a
-prelude that turns `[{"type":"image"},{"type":"text",...}]` content into `<image>\\n` + text.
+prelude that turns `[{"type":"image"},{"type":"text",...}]` content into `<image>\\n` + text and pins
+the date templates print (Llama-3.x: "Today Date: ..."), so training and chat render the same text on any day.
 The image token reuses a reserved special token when the tokenizer has one; otherwise it is added
 and the embeddings grow with rows set to the mean of the existing rows.
 """
@@ -28,8 +29,11 @@ FULL_TYPES = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
 # Reserved / unused special tokens, in order of preference, that can stand in for <image>.
 RESERVED_PATTERNS = [r"<\|image_pad\|>", r"<\|reserved_special_token_\d+\|>", r"<\|reserved_\d+\|>",
                      r"<unused\d+>", r"\[unused\d+\]", r"<\|placeholder\d+\|>"]
-# Jinja prelude: flatten list-of-parts content into a string before the LLM's own template runs.
+# The date a template prints unless the caller passes date_string (Llama-3.1's own fallback date).
+TEMPLATE_DATE = "26 Jul 2024"
+# Jinja prelude: pin date_string, flatten list-of-parts content into a string before the LLM's own template runs.
 TEMPLATE_PRELUDE = (
+    "{%- if date_string is not defined -%}{%- set date_string = TEMPLATE_DATE -%}{%- endif -%}"
     "{%- set _flat = namespace(messages=[]) -%}"
     "{%- for m in messages -%}"
     "{%- if m['content'] is string or m['content'] is none -%}{%- set _flat.messages = _flat.messages + [m] -%}"
@@ -49,8 +53,9 @@ class BuildError(ValueError):
 
 
 def wrap_chat_template(template: str, image_token: str) -> str:
-    """The LLM's template behind a prelude that renders image parts as `image_token` + newline."""
-    return TEMPLATE_PRELUDE.replace("IMAGE_PLACEHOLDER", json.dumps(image_token)) + template
+    """The LLM's template behind a prelude that pins the date and renders image parts as `image_token` + newline."""
+    prelude = TEMPLATE_PRELUDE.replace("IMAGE_PLACEHOLDER", json.dumps(image_token))
+    return prelude.replace("TEMPLATE_DATE", json.dumps(TEMPLATE_DATE)) + template
 
 
 def load_vision(source: str, dtype=torch.float32, allow_pickle: bool = False):
