@@ -78,6 +78,39 @@ def _class_of(reply: str) -> int:
     return next((i for i, c in enumerate(CLASSES) if c.lower() == text), -1)
 
 
+def class_probs(model, processor, images: list, questions: list[str], names: list[str]) -> np.ndarray:
+    """P(reply = name | image, question) over `names`, normalised: the option likelihood of
+    dermvqa.infer.likelihood, with the prompt run once per image and its KV cache shared by all names."""
+    import torch
+
+    from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
+    from dermvqa.infer.likelihood import continuation_text
+
+    tok, k = processor.tokenizer, len(names)
+    conts = [tok(continuation_text(processor, questions[0], n), add_special_tokens=False)["input_ids"] for n in names]
+    width = max(len(c) for c in conts)
+    ids = torch.full((k, width), tok.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((k, width), dtype=torch.long)
+    for i, c in enumerate(conts):
+        ids[i, :len(c)], mask[i, :len(c)] = torch.tensor(c), 1
+    enc = encode_prompts(processor, [im.convert("RGB") for im in images],
+                         [prompt_text(processor, [user_turn(q)]) for q in questions], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        first = model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(k)
+        b = len(images)
+        rest_mask = torch.cat([enc["attention_mask"].repeat_interleave(k, 0), mask.repeat(b, 1)], dim=1)
+        rest_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width)
+        rest = model(input_ids=ids.repeat(b, 1), attention_mask=rest_mask, position_ids=rest_pos,
+                     past_key_values=cache).logits
+    lp_first = torch.log_softmax(first.logits[:, -1].float(), -1)[:, ids[:, 0]]            # (b, k)
+    lp_rest = torch.log_softmax(rest[:, :-1].float(), -1).gather(-1, ids.repeat(b, 1)[:, 1:, None])[..., 0]
+    total = lp_first + (lp_rest * mask.repeat(b, 1)[:, 1:]).sum(-1).view(b, k)
+    return torch.softmax(total, -1).numpy()
+
+
 def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Path, import_csv: Path,
                        batch_size: int = 64) -> dict:
     """The 7-class figures on the official test split and its lesion-disjoint part, image and blind."""
@@ -87,7 +120,6 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
     from data_gen.records import read_records
     from dermvqa.eval.runner import blank_image
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.likelihood import option_probs
 
     test = [r for r in read_records(qa_dir, split="test") if r["family"] == "diagnosis"]
     gold = [CLASSES.index(r["label"]) for r in test]
@@ -101,12 +133,11 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
     probs = {False: []}
     for start in tqdm(range(0, len(test), batch_size), desc="7-class option likelihood", unit="batch"):
         batch = test[start:start + batch_size]
-        probs[False] += option_probs(model, processor, [Image.open(images / r["image"]).convert("RGB") for r in batch],
-                                     [r["question"] for r in batch], [CLASSES] * len(batch), batch_size=batch_size)
+        probs[False] += list(class_probs(model, processor, [Image.open(images / r["image"]) for r in batch],
+                                         [r["question"] for r in batch], CLASSES))
     # Blind: every blank-image input with the same question is the same input, so score each question once.
     questions = sorted({r["question"] for r in test})
-    blind = dict(zip(questions, option_probs(model, processor, [blank] * len(questions), questions,
-                                             [CLASSES] * len(questions), batch_size=batch_size)))
+    blind = dict(zip(questions, class_probs(model, processor, [blank] * len(questions), questions, CLASSES)))
     probs[True] = [blind[r["question"]] for r in test]
     disjoint = lesion_disjoint(import_csv)
     report = {"classes": CLASSES, "malignant": sorted(MALIGNANT)}

@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from dermvqa.cli import app
-from dermvqa.quickstart_ham import CLASSES, auc, class_metrics
-from tests.conftest import REPO, SHARED_DATA
+from dermvqa.quickstart_ham import CLASSES, auc, class_metrics, class_probs
+from tests.conftest import PAD_PHOTO, REPO, SHARED_DATA
 
 HAM = SHARED_DATA / "ham10000"
 
@@ -24,6 +24,21 @@ def test_auc_and_class_metrics_by_hand():
     assert m["recall"] == {"Benign keratosis": 1.0, "Melanoma": 0.5, "Melanocytic nevus": 1 / 3}
     assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1 / 3) / 3)
     assert m["melanoma_recall"] == 0.5 and m["benign_called_malignant"] == 0.25  # 1 of 4 benign said melanoma
+
+
+def test_shared_prefix_scores_equal_option_likelihood(tiny_model_dir):
+    from PIL import Image
+
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.likelihood import option_probs
+
+    model, processor = load_model(tiny_model_dir, device="cpu")
+    images = [Image.open(PAD_PHOTO), Image.open(HAM / "images" / "ISIC_0024306.jpg"), Image.new("RGB", (40, 30))]
+    questions = ["What is the diagnosis?", "Name the condition seen in this photo.", "Which skin disease is it?"]
+    ours = class_probs(model, processor, images, questions, CLASSES)
+    reference = option_probs(model, processor, images, questions, [CLASSES] * 3)
+    assert np.allclose(ours, np.asarray(reference), atol=1e-5)
+    assert np.abs(np.log(ours[0]) - np.log(ours[1])).max() > 1e-3  # the image and question matter
 
 
 def _subset(tmp_path, per_class=8):

@@ -229,3 +229,13 @@ def test_pad_ufes_20_fixture(tmp_path, ontology):
     assert labels == {label for _, label in DIAGNOSTIC.values()}
     parsed = list(iter_rows(tmp_path / "out" / "derm1m.csv"))
     assert {p.fitzpatrick for p in parsed} == {0, 1, 2, 3, 4, 5, 6}
+
+
+def test_loader_reads_a_given_split_and_flags_a_bad_one(tmp_path):
+    from tests.data_gen.conftest import COLUMNS, make_row, write_csv
+
+    rows = [make_row("a.jpg", split="val"), make_row("b.jpg", split="Hold out!"), make_row("c.jpg", split="")]
+    parsed = list(iter_rows(write_csv(tmp_path / "x.csv", rows, COLUMNS + ["split"])))
+    assert [(p.split, p.problem) for p in parsed] == [
+        ("val", ""), ("", "split is not a lower-case name"), ("", "")]
+    assert parsed[1].detail == "'Hold out!'"
