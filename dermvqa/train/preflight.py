@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
+
+from data_gen.records import Records
 from dermvqa.data.conversation import user_turn
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -56,7 +60,7 @@ def check_recipe(recipe: dict) -> None:
         raise ValueError(f"train.checkpoint_layers must be in [0, 1], got {tr['checkpoint_layers']}")
 
 
-def check_lengths(processor, records: list[dict], max_length: int, image_tokens: int, worst: int = 200) -> None:
+def check_lengths(processor, records: Records, max_length: int, image_tokens: int, worst: int = 200) -> None:
     """Every prompt (image tokens included) must leave room for an answer token within max_length.
 
     Checks the template with an empty question first, then the `worst` longest questions.
@@ -72,7 +76,8 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
     if base >= max_length:
         raise ValueError(f"data.max_length={max_length} cannot hold even an empty prompt: {image_tokens} image "
                          f"tokens + template = {base} tokens; raise max_length above {base + 32}")
-    longest = sorted(records, key=lambda r: len(r["question"]), reverse=True)[:worst]
+    chars = pc.utf8_length(records.column("question")).to_numpy(zero_copy_only=False)
+    longest = [records[int(i)] for i in np.argsort(-chars, kind="stable")[:worst]]
     too_long = [(r["id"], n) for r in longest if (n := prompt_tokens(r["question"])) >= max_length]
     if too_long:
         shown = ", ".join(f"{rid} ({n} tokens)" for rid, n in too_long[:5])
@@ -80,17 +85,18 @@ def check_lengths(processor, records: list[dict], max_length: int, image_tokens:
                          f"{len(longest)} longest questions, e.g. {shown}; raise max_length or drop them")
 
 
-def check_images(records: list[dict], image_root: str | Path, rank: int = 0, world_size: int = 1) -> None:
+def check_images(records: Records, image_root: str | Path, rank: int = 0, world_size: int = 1) -> None:
     """Every record's image file exists: one stat per distinct image, and under a multi-process launcher
     each rank stats its own share (any rank's failure stops the job). Unreadable files are skipped later."""
     root = Path(image_root)
-    first_record: dict[str, str] = {}
-    for r in records:
-        first_record.setdefault(r["image"], r["id"])
+    images = pc.dictionary_encode(records.column("image"))  # distinct images in order of first use
+    codes = images.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    names = images.dictionary
     missing = {}
-    for k, (image, rid) in enumerate(first_record.items()):
-        if k % world_size == rank and not (root / image).is_file():
-            missing[image] = rid
+    for k in range(rank, len(names), world_size):
+        if not (root / names[k].as_py()).is_file():
+            missing[names[k].as_py()] = records[int(first[k])]["id"]
     if missing:
         image, rid = next(iter(missing.items()))
         more = f" (and {len(missing) - 1} more missing images)" if len(missing) > 1 else ""

@@ -12,23 +12,23 @@ import contextlib
 import copy
 import json
 import os
-import random
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
 import yaml
 from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 
-from data_gen.records import honour_umask, read_records, write_text_atomic
+from data_gen.records import Records, honour_umask, open_records, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
+from dermvqa.train.curriculum import curriculum_order, diagnosis_rows, label_vocabulary
 from dermvqa.train.ds_env import without_zero3_init, zero3_partitioned
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
@@ -53,7 +53,7 @@ def with_defaults(recipe: dict) -> dict:
     return recipe
 
 
-def model_folder(recipe: dict, records: list[dict], out_dir: Path) -> Path:
+def model_folder(recipe: dict, records: Records, out_dir: Path) -> Path:
     """The LLaVA folder training starts from; tiny and build kinds are created once under out_dir/init."""
     spec, init = recipe["model"], out_dir / "init"
     if spec["kind"] == "pretrained":
@@ -64,7 +64,8 @@ def model_folder(recipe: dict, records: list[dict], out_dir: Path) -> Path:
         return init.resolve()
     if spec["kind"] == "tiny":
         from dermvqa.model.tiny import build_tiny_llava
-        texts = [r["question"] + "\n" + r["answer"] for r in records]
+        texts = [q + "\n" + a for q, a in zip(records.column("question").to_pylist(),
+                                                records.column("answer").to_pylist())]
         build_tiny_llava(init, texts, seed=recipe["train"]["seed"], **spec["tiny"])
     elif spec["kind"] == "build":
         from dermvqa.model.builder import build_llava, save_build
@@ -112,39 +113,6 @@ def prepare_trainable(model, recipe: dict):
     if torch.cuda.is_available() and tr["bf16"]:
         keep_lora_inputs_in_compute_dtype(model)
     return model
-
-
-def curriculum_order(records: list[dict], phases: list[dict], seed: int, group: int = 0) -> list[dict]:
-    """Concatenate phases; each repeats its families' records `epochs` times, shuffled per epoch.
-
-    With `group` > 0 each epoch is cut into mega-batches of 50 x `group` records sorted longest
-    first, so a batch of `group` holds records of similar length (HF's length grouping, kept
-    inside the curriculum's phase order).
-    """
-    rng = random.Random(seed)
-    ordered = []
-    for i, phase in enumerate(phases):
-        fams = phase.get("families", "all")
-        subset = [r for r in records if fams == "all" or r["family"] in fams]
-        if not subset:
-            raise ValueError(f"curriculum phase {i} selects no records (families={fams})")
-        for _ in range(int(phase["epochs"])):
-            rng.shuffle(subset)
-            if group:
-                mega = 50 * group
-                for start in range(0, len(subset), mega):
-                    ordered.extend(sorted(subset[start:start + mega],
-                                          key=lambda r: len(r["question"]) + len(r["answer"]), reverse=True))
-            else:
-                ordered.extend(subset)
-    return ordered
-
-
-def label_vocabulary(records: list[dict]) -> dict:
-    """What the model was trained to name: diagnoses with their ontology paths, and concepts."""
-    dx = {r["label"]: r["ontology_path"] for r in records if r["family"] == "diagnosis"}
-    concepts = sorted({o for r in records if r["family"] == "morphology" for o in r["options"]})
-    return {"diagnoses": sorted(dx), "ontology_paths": dx, "concepts": concepts}
 
 
 class RecipeTrainer(Trainer):
@@ -222,10 +190,9 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     if resume and (out / "model").exists():
         raise FileExistsError(f"{out / 'model'} exists: that run finished; nothing to resume")
     set_seed(tr["seed"])
-    records = read_records(data["qa_dir"], split="train")
     fams = data.get("families", "all")
-    records = [r for r in records if fams == "all" or r["family"] in fams]
-    if not records:
+    records = open_records(data["qa_dir"], split="train", families=fams)  # memory-mapped, shared by workers
+    if not len(records):
         raise ValueError(f"no training records in {data['qa_dir']} (families={fams})")
     check_images(records, data["image_root"], int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
     args = training_arguments(recipe, out)  # sets up the process group when launched with several
@@ -252,7 +219,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
         if stage0_runs:
             options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
-            losses = pretrain_tower(model, processor, records, data["image_root"], stage0["steps"],
+            losses = pretrain_tower(model, processor, diagnosis_rows(records), data["image_root"],
+                                    stage0["steps"],
                                     float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"], **options)
             if args.should_save:
                 write_text_atomic(out / "tower_pretrain_log.json", json.dumps(losses))
@@ -261,7 +229,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     say(f"training {recipe['tune']['mode']} from {path}: {trainable_summary(model)}"
           + (f"; resuming from {start}" if start else ""))
     group = tr["batch_size"] * tr["grad_accum"] if tr["group_by_length"] else 0
-    ordered = curriculum_order(records, tr["curriculum"], tr["seed"], group)
+    ordered = records.take(curriculum_order(records, tr["curriculum"], tr["seed"], group))
     skips = SkipLog(out / SKIPPED, len(records), float(data["max_skipped_fraction"]))
     dataset = QADataset(ordered, data["image_root"], processor, data["max_length"], cache=data["cache"],
                         skip_log=skips)
@@ -269,7 +237,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
         write_text_atomic(out / "data_summary.json", json.dumps(
             {"qa_dir": str(data["qa_dir"]), "records": len(records), "examples seen (curriculum)": len(ordered),
-             "families": dict(Counter(r["family"] for r in records))}, indent=1))
+             "families": {v["values"]: v["counts"] for v in pc.value_counts(records.column("family")).to_pylist()}},
+            indent=1))
     pad = processor.tokenizer.pad_token_id
     collator = (PackingCollator(data["max_length"], pad, model.config.get_text_config()._attn_implementation)
                 if tr["packing"] else PaddingCollator(pad))

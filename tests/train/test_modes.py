@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dermvqa.train.trainer import curriculum_order, load_model, prepare_trainable, run_training
+from data_gen.records import QARecord, open_records, write_parquet
+from dermvqa.train.curriculum import curriculum_order
+from dermvqa.train.trainer import load_model, prepare_trainable, run_training
 from tests.train.tiny_run import LORA, TINY_MODEL, losses, make_world, recipe
 
 QUANT = ("tune.quant={type: nf4, double_quant: true, compute_dtype: float32, "
@@ -63,14 +65,35 @@ def test_qlora_on_cpu_quantizes_llm_only_and_trains(world, tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
 
 
-def test_length_grouping_keeps_phases_and_groups_lengths():
-    recs = [{"family": "diagnosis" if i < 8 else "yes_no", "question": "q" * (i % 5), "answer": "a" * i, "id": i}
-            for i in range(16)]
-    order = curriculum_order(recs, [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 1}], 0,
-                             group=2)
-    assert [r["family"] for r in order[:8]] == ["diagnosis"] * 8 and len(order) == 24
-    lengths = [len(r["question"]) + len(r["answer"]) for r in order[:8]]
+def test_length_grouping_keeps_phases_and_groups_lengths(tmp_path):
+    recs = [QARecord(id=str(i), image=f"{i}.png", question="q" * (i % 5), answer="a" * i, answer_type="open",
+                     family="diagnosis" if i < 8 else "yes_no") for i in range(16)]
+    write_parquet(recs, tmp_path / "qa.parquet")
+    records = open_records(tmp_path / "qa.parquet")
+    order = curriculum_order(records, [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 1}],
+                             0, group=2)
+    rows = [records[int(i)] for i in order]
+    assert [r["family"] for r in rows[:8]] == ["diagnosis"] * 8 and len(order) == 24
+    lengths = [len(r["question"]) + len(r["answer"]) for r in rows[:8]]
     assert lengths == sorted(lengths, reverse=True)  # one mega-batch of 100 holds the whole phase
+
+
+def test_curriculum_order_is_the_permutation_a_record_list_had(tmp_path):
+    """Same seed, same order as shuffling the list of records itself: loss curves do not move."""
+    import random
+
+    recs = [QARecord(id=str(i), image=f"{i}.png", question="q", answer="a" * (i % 7), answer_type="open",
+                     family=["diagnosis", "yes_no", "morphology"][i % 3]) for i in range(50)]
+    write_parquet(recs, tmp_path / "qa.parquet")
+    phases = [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 2}]
+    got = [r.id for r in (recs[int(i)] for i in curriculum_order(open_records(tmp_path / "qa.parquet"), phases, 3))]
+    rng, expected = random.Random(3), []
+    for phase in phases:
+        subset = [r for r in recs if phase["families"] == "all" or r.family in phase["families"]]
+        for _ in range(phase["epochs"]):
+            rng.shuffle(subset)
+            expected += [r.id for r in subset]
+    assert got == expected
 
 
 def test_build_kind_joins_tower_and_llm_then_trains_projector(world, tmp_path):

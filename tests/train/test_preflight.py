@@ -83,8 +83,12 @@ def test_image_check_is_shared_between_ranks(tmp_path):
     """Each rank stats its share of the distinct images; together they find every missing one."""
     from dermvqa.train.preflight import check_images
 
+    from data_gen.records import QARecord, open_records, write_parquet
+
     (tmp_path / "a.png").write_bytes(b"x")
-    recs = [{"id": f"r{i}", "image": name} for i, name in enumerate(["a.png", "a.png", "gone1.png", "gone2.png"])]
+    write_parquet([QARecord(id=f"r{i}", image=name, question="q", answer="a", family="diagnosis", answer_type="open")
+                   for i, name in enumerate(["a.png", "a.png", "gone1.png", "gone2.png"])], tmp_path / "qa.parquet")
+    recs = open_records(tmp_path / "qa.parquet")
     failures = []
     for rank in range(3):
         try:

@@ -6,7 +6,8 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from data_gen.synthetic_world import CONDITIONS
 from dermvqa.train.recipe import load_recipe
-from dermvqa.train.trainer import curriculum_order, run_training
+from dermvqa.train.curriculum import curriculum_order
+from dermvqa.train.trainer import run_training
 from tests.conftest import REPO
 from tests.train.tiny_run import make_world
 
@@ -33,10 +34,14 @@ def test_tiny_training_lowers_loss_and_saves_a_standard_folder(tmp_path):
     assert labels["ontology_paths"][CONDITIONS[0].label] == list(CONDITIONS[0].path)
 
 
-def test_curriculum_puts_open_questions_first_and_repeats_epochs():
-    recs = [{"family": f, "id": str(i)} for i, f in enumerate(["diagnosis", "yes_no"] * 3)]
+def test_curriculum_puts_open_questions_first_and_repeats_epochs(tmp_path):
+    from data_gen.records import QARecord, open_records, write_parquet
+
+    write_parquet([QARecord(id=str(i), image=f"{i}.png", question="q", answer="a", family=f, answer_type="open")
+                   for i, f in enumerate(["diagnosis", "yes_no"] * 3)], tmp_path / "qa.parquet")
+    recs = open_records(tmp_path / "qa.parquet")
     order = curriculum_order(recs, [{"families": ["diagnosis"], "epochs": 2}, {"families": "all", "epochs": 1}], 0)
-    assert [r["family"] for r in order[:6]] == ["diagnosis"] * 6 and len(order) == 12
+    assert [recs[int(i)]["family"] for i in order[:6]] == ["diagnosis"] * 6 and len(order) == 12
     with pytest.raises(ValueError, match="selects no records"):
         curriculum_order(recs, [{"families": ["morphology"], "epochs": 1}], 0)
 

@@ -23,12 +23,12 @@ def _report_roots(qa_dir: Path, base: Path) -> list[Path]:
 
 
 def load(path: Path, args: list[str], opts: dict) -> Loaded:
-    from data_gen.records import read_records
+    from data_gen.records import open_records
 
     split = opts.get("split") or (args[0] if args else "test")
     qa_dir = path / "qa" if (path / "qa").is_dir() else path
-    rows = read_records(qa_dir, split=None if split == "all" else split)
-    if not rows:
+    records = open_records(qa_dir, split=None if split == "all" else split)  # memory-mapped, split chosen in Arrow
+    if not len(records):
         raise BenchError(f"{qa_dir}: no QA records in split {split!r}")
     base = path if path.is_dir() else path.parent
     if opts.get("root"):
@@ -38,10 +38,14 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     else:
         roots = _report_roots(qa_dir, base)
     find = ImageFinder(roots)
+    cols = {name: records.column(name).to_pylist() for name in (
+        "id", "image", "question", "answer", "answer_type", "options", "answer_index", "label", "family", "source",
+        "ontology_path", "fitzpatrick", "split")}
+    found = {image: find(image) for image in dict.fromkeys(cols["image"])}  # records share images ~6x
     items = [EvalItem(
-        id=r["id"], images=[find(r["image"])], question=r["question"], references=[r["answer"]],
-        answer_type=r["answer_type"], options=list(r["options"] or []), answer_index=int(r["answer_index"]),
-        label=r["label"] or "", family=r["family"], source=r["source"] or "",
-        group=(r["ontology_path"] or [""])[0], fitzpatrick=int(r["fitzpatrick"] or 0), split=r["split"] or "",
-    ) for r in rows]
+        id=c["id"], images=[found[c["image"]]], question=c["question"], references=[c["answer"]],
+        answer_type=c["answer_type"], options=list(c["options"] or []), answer_index=int(c["answer_index"]),
+        label=c["label"] or "", family=c["family"], source=c["source"] or "",
+        group=(c["ontology_path"] or [""])[0], fitzpatrick=int(c["fitzpatrick"] or 0), split=c["split"] or "",
+    ) for c in (dict(zip(cols, row)) for row in zip(*cols.values()))]
     return Loaded(items, info={"split": split}, roots=roots)
