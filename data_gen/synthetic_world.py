@@ -3,7 +3,8 @@
 Each of eight real ontology leaves gets a distinct visual signature (colour, shape, border, size, count,
 texture); the background is one of the six Fitzpatrick skin tones. The output folder looks like the
 real release: `images/synthetic/*.png` plus `derm1m.csv` with Derm1M's columns and an extra
-`fitzpatrick` column, so the same loader and QA synthesis run on it as on Derm1M.
+`fitzpatrick` column, so the same loader and QA synthesis run on it as on Derm1M. Beside it,
+`masks/synthetic/*.png` (same names) hold each image's lesion mask, so grounding maps can be scored.
 """
 from __future__ import annotations
 
@@ -84,35 +85,45 @@ def _spots(n, size, rng, margin=0.2):
     return [(rng.uniform(lo, hi), rng.uniform(lo, hi)) for _ in range(n)]
 
 
-def _draw(cond: Condition, tone: int, size: int, rng: random.Random) -> Image.Image:
+def _draw(cond: Condition, tone: int, size: int, rng: random.Random) -> tuple[Image.Image, Image.Image]:
+    """The photo and its lesion mask ("L", 255 = lesion). The mask takes no random draws of its own, so the
+    photo is the same whether or not anyone keeps the mask."""
     skin = _jitter(SKIN_TONES[tone], rng, 8)
     arr = np.full((size, size, 3), skin, dtype=np.float32)
     arr += np.random.default_rng(rng.randrange(2**32)).normal(0, 4, arr.shape)  # skin texture
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(img)
+    mask = Image.new("L", img.size, 0)
+    d, m = ImageDraw.Draw(img), ImageDraw.Draw(mask)
     s = size / 112
     name = cond.label
     if name.startswith("Psoriasis"):
         for cx, cy in _spots(rng.randint(2, 3), size, rng):
             r = rng.uniform(14, 22) * s
-            d.polygon(_blob(cx, cy, r, rng, 0.08), fill=_jitter((200, 60, 60), rng))
+            plaque = _blob(cx, cy, r, rng, 0.08)
+            d.polygon(plaque, fill=_jitter((200, 60, 60), rng))
+            m.polygon(plaque, fill=255)
             for _ in range(int(r * 1.5)):
                 x, y = cx + rng.uniform(-0.7, 0.7) * r, cy + rng.uniform(-0.7, 0.7) * r
                 d.ellipse([x - 1.5 * s, y - 1.5 * s, x + 1.5 * s, y + 1.5 * s], fill=(235, 235, 240))
+                m.ellipse([x - 1.5 * s, y - 1.5 * s, x + 1.5 * s, y + 1.5 * s], fill=255)
     elif name == "Nummular eczema":
         layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
         ld = ImageDraw.Draw(layer)
         for cx, cy in _spots(rng.randint(2, 4), size, rng):
             r = rng.uniform(10, 16) * s
             ld.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(*_jitter((235, 120, 140), rng), 200))
-        img.paste(layer.filter(ImageFilter.GaussianBlur(3 * s)), (0, 0), layer.filter(ImageFilter.GaussianBlur(3 * s)))
+        soft = layer.filter(ImageFilter.GaussianBlur(3 * s))
+        img.paste(soft, (0, 0), soft)
+        mask.paste(255, (0, 0), soft.getchannel("A").point(lambda a: 255 if a > 25 else 0))  # any visible tint
         d = ImageDraw.Draw(img)
         for x, y in _spots(rng.randint(6, 10), size, rng, 0.25):
             d.ellipse([x - 1.5 * s, y - 1.5 * s, x + 1.5 * s, y + 1.5 * s], fill=(225, 190, 60))
+            m.ellipse([x - 1.5 * s, y - 1.5 * s, x + 1.5 * s, y + 1.5 * s], fill=255)
     elif name == "Acne vulgaris":
         for x, y in _spots(rng.randint(12, 20), size, rng, 0.1):
             r = rng.uniform(2.5, 4) * s
             d.ellipse([x - r, y - r, x + r, y + r], fill=_jitter((190, 45, 45), rng))
+            m.ellipse([x - r, y - r, x + r, y + r], fill=255)
             if rng.random() < 0.4:
                 d.ellipse([x - r / 2, y - r / 2, x + r / 2, y + r / 2], fill=(245, 235, 170))
     elif name == "Tinea corporis":
@@ -120,10 +131,12 @@ def _draw(cond: Condition, tone: int, size: int, rng: random.Random) -> Image.Im
             r = rng.uniform(16, 26) * s
             d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=_jitter((185, 50, 50), rng), width=max(2, int(4 * s)))
             d.ellipse([cx - r + 5 * s, cy - r + 5 * s, cx + r - 5 * s, cy + r - 5 * s], outline=(230, 225, 215), width=1)
+            m.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)  # the annular plaque with its central clearing
     elif name == "Basal cell carcinoma":
         cx, cy = _spots(1, size, rng, 0.35)[0]
         r = rng.uniform(13, 19) * s
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_jitter((238, 200, 200), rng), outline=(250, 235, 235), width=2)
+        m.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         for _ in range(3):
             a = rng.uniform(0, 2 * math.pi)
             d.line([cx - r * 0.7 * math.cos(a), cy - r * 0.7 * math.sin(a),
@@ -131,23 +144,34 @@ def _draw(cond: Condition, tone: int, size: int, rng: random.Random) -> Image.Im
     elif name.startswith("Malignant melanoma"):
         cx, cy = _spots(1, size, rng, 0.35)[0]
         r = rng.uniform(18, 26) * s
-        d.polygon(_blob(cx, cy, r, rng, 0.35), fill=_jitter((95, 60, 40), rng))
-        d.polygon(_blob(cx + rng.uniform(-4, 4) * s, cy, r * 0.55, rng, 0.4), fill=(25, 20, 25))
-        d.polygon(_blob(cx, cy + rng.uniform(-4, 4) * s, r * 0.3, rng, 0.3), fill=(90, 100, 140))
+        parts = [(_blob(cx, cy, r, rng, 0.35), _jitter((95, 60, 40), rng))]
+        parts.append((_blob(cx + rng.uniform(-4, 4) * s, cy, r * 0.55, rng, 0.4), (25, 20, 25)))
+        parts.append((_blob(cx, cy + rng.uniform(-4, 4) * s, r * 0.3, rng, 0.3), (90, 100, 140)))
+        for poly, colour in parts:
+            d.polygon(poly, fill=colour)
+            m.polygon(poly, fill=255)
     elif name == "Melanocytic nevus":
         cx, cy = _spots(1, size, rng, 0.35)[0]
         r = rng.uniform(6, 9) * s
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_jitter((120, 75, 45), rng, 8))
+        m.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     elif name == "Vitiligo":
         for cx, cy in _spots(rng.randint(1, 3), size, rng, 0.25):
-            d.polygon(_blob(cx, cy, rng.uniform(12, 22) * s, rng, 0.25), fill=_jitter((250, 238, 228), rng, 5))
+            patch = _blob(cx, cy, rng.uniform(12, 22) * s, rng, 0.25)
+            d.polygon(patch, fill=_jitter((250, 238, 228), rng, 5))
+            m.polygon(patch, fill=255)
     else:
         raise ValueError(f"no renderer for condition {name!r}")
-    return img
+    return img, mask
 
 
 def render(cond: Condition, tone: int, size: int = 112, seed: int = 0) -> Image.Image:
     """Deterministic image of one condition on one skin tone."""
+    return _draw(cond, tone, size, random.Random(seed))[0]
+
+
+def render_with_mask(cond: Condition, tone: int, size: int = 112, seed: int = 0) -> tuple[Image.Image, Image.Image]:
+    """The same image as `render`, and its lesion mask (mode "L": 255 inside the lesion, 0 on plain skin)."""
     return _draw(cond, tone, size, random.Random(seed))
 
 
@@ -169,14 +193,17 @@ def build_world(out_dir: str | Path, n_images: int = 1600, size: int = 112, seed
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    (out_dir / "images" / "synthetic").mkdir(parents=True, exist_ok=True)
+    for folder in ("images", "masks"):
+        (out_dir / folder / "synthetic").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     rows = []
     for i in tqdm(range(n_images), desc="rendering lesion world", disable=not progress):
         cond = CONDITIONS[i % len(CONDITIONS)]
         tone = (i // len(CONDITIONS)) % 6 + 1
         fname = f"synthetic/lesion_{i:05d}.png"
-        render(cond, tone, size, seed=rng.randrange(2**31)).save(out_dir / "images" / fname)
+        image, mask = render_with_mask(cond, tone, size, seed=rng.randrange(2**31))
+        image.save(out_dir / "images" / fname)
+        mask.save(out_dir / "masks" / fname)
         caption = _caption(cond, tone, rng)
         rows.append({"filename": fname, "caption": caption, "truncated_caption": caption,
                      "source": "synthetic", "source_type": "synthetic", "disease_label": cond.label,

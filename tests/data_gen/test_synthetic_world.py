@@ -48,3 +48,31 @@ def test_condition_signatures_differ_and_skin_tone_changes_background():
     light = np.asarray(render(CONDITIONS[6], 1, 64, seed=1), dtype=float)[0, 0]
     dark = np.asarray(render(CONDITIONS[6], 6, 64, seed=1), dtype=float)[0, 0]
     assert light.mean() - dark.mean() > 100
+
+
+def test_pixels_are_unchanged_by_the_masks():
+    """The first 48 images of the seed-0 world hash as before masks were added (the quickstart's figures stand)."""
+    import random
+
+    digest, rng = hashlib.sha256(), random.Random(0)
+    for i in range(48):
+        digest.update(np.asarray(render(CONDITIONS[i % 8], (i // 8) % 6 + 1, 112, seed=rng.randrange(2**31))).tobytes())
+    assert digest.hexdigest() == "8ca697b83a096ac1d5bc394aad0ef3e991cbf30707676a3348529f91739303db"
+
+
+def test_masks_cover_the_drawn_lesion(tmp_path):
+    from data_gen.synthetic_world import render_with_mask
+
+    for tone in (1, 6):
+        for c in CONDITIONS:
+            img, mask = render_with_mask(c, tone, 112, seed=5)
+            assert np.array_equal(np.asarray(img), np.asarray(render(c, tone, 112, seed=5)))
+            pix, inside = np.asarray(img, dtype=float), np.asarray(mask) > 0
+            skin = np.median(pix[~inside], axis=0)
+            away = np.abs(pix - skin).max(-1)  # texture noise is sigma 4 per channel
+            assert 0.005 < inside.mean() < 0.6, c.label
+            assert (away[~inside] > 25).mean() < 0.01, (c.label, tone)  # no drawn lesion outside the mask
+            assert away[inside].mean() > 3 * away[~inside].mean(), (c.label, tone)  # the mask is not plain skin
+    build_world(tmp_path, n_images=8, size=64, progress=False)
+    assert sorted(p.name for p in (tmp_path / "masks" / "synthetic").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "images" / "synthetic").iterdir())
