@@ -25,6 +25,7 @@ from data_gen.records import Records, honour_umask, open_records, write_text_ato
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
+from dermvqa.infer.ood import fit_from_records as fit_ood_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
@@ -270,6 +271,8 @@ def save_final(trainer, processor, records, out: Path) -> Path:
     if trainer.args.should_save:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
+    fit_ood_summary(trainer.model, processor, records, trainer.train_dataset.image_root,  # every rank (ZeRO-3)
+                    tmp if trainer.args.should_save else None)  # dermvqa/infer/ood.py: out-of-distribution check
     if trainer.args.should_save:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
         processor.save_pretrained(tmp)
