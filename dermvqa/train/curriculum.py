@@ -3,7 +3,7 @@
 Phases run one after another; each repeats its families' records `epochs` times, shuffled per
 epoch with Python's `random.Random(seed)` (the permutation a list of records had, so a seed gives
 the same order it always gave). With `group` > 0 each epoch is cut into mega-batches of
-50 x `group` records sorted longest first, so a batch of `group` holds records of similar length.
+50 x `group` records dealt into batches of similar length that keep the family mix (`_grouped`).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def curriculum_order(records: Records, phases: list[dict], seed: int, group: int
     """Positions into `records`, phase after phase, epoch after epoch."""
     rng = random.Random(seed)
     lengths = text_lengths(records) if group else None
+    families = pc.dictionary_encode(records.column("family")).indices.to_numpy(zero_copy_only=False) if group else None
     parts = []
     for i, phase in enumerate(phases):
         fams = phase.get("families", "all")
@@ -44,11 +45,22 @@ def curriculum_order(records: Records, phases: list[dict], seed: int, group: int
             if not group:
                 parts.append(epoch)
                 continue
-            mega = 50 * group
-            for start in range(0, len(epoch), mega):
-                chunk = epoch[start:start + mega]
-                parts.append(chunk[np.argsort(-lengths[chunk], kind="stable")])
+            for start in range(0, len(epoch), 50 * group):
+                parts.append(_grouped(epoch[start:start + 50 * group], lengths, families, group))
     return np.concatenate(parts)
+
+
+def _grouped(chunk: np.ndarray, lengths: np.ndarray, families: np.ndarray, group: int) -> np.ndarray:
+    """A mega-batch as batches of `group` similar-length records that keep the mega-batch's family mix.
+
+    Sorting the whole mega-batch by length would make steps single-family (families differ in
+    length); instead each family is sorted longest first and dealt out in equal slices, batch b
+    taking slice b of every family.
+    """
+    n_batches = -(-len(chunk) // group)
+    slices = [np.array_split(members[np.argsort(-lengths[members], kind="stable")], n_batches)
+              for members in (chunk[families[chunk] == f] for f in np.unique(families[chunk]))]
+    return np.concatenate([family_slices[b] for b in range(n_batches) for family_slices in slices])
 
 
 def label_vocabulary(records: Records) -> dict:

@@ -78,6 +78,21 @@ def test_length_grouping_keeps_phases_and_groups_lengths(tmp_path):
     assert lengths == sorted(lengths, reverse=True)  # one mega-batch of 100 holds the whole phase
 
 
+def test_length_groups_keep_the_family_mix(tmp_path):
+    """Families differ in length; grouped steps still mix them as the corpus does, lengths alike within one."""
+    fams = ["diagnosis", "yes_no", "morphology", "multiple_choice"]
+    recs = [QARecord(id=str(i), image=f"{i}.png", question="q", answer="a" * (10 * (i % 4) + i % 13),
+                     answer_type="open", family=fams[i % 4]) for i in range(800)]
+    write_parquet(recs, tmp_path / "qa.parquet")
+    order = curriculum_order(open_records(tmp_path / "qa.parquet"), [{"families": "all", "epochs": 1}], 0, group=16)
+    steps = [[recs[int(i)] for i in order[s:s + 16]] for s in range(0, 800, 16)]
+    assert sorted(int(i) for i in order) == list(range(800))
+    assert all(sum(r.family == f for r in step) == 4 for step in steps for f in fams)  # 1/4 each, like the corpus
+    for f in fams:  # within a family, steps go from long to short answers
+        per_step = [max(len(r.answer) for r in step if r.family == f) for step in steps[:50]]
+        assert per_step == sorted(per_step, reverse=True)
+
+
 def test_curriculum_order_is_the_permutation_a_record_list_had(tmp_path):
     """Same seed, same order as shuffling the list of records itself: loss curves do not move."""
     import random

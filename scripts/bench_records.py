@@ -1,0 +1,173 @@
+"""Benchmark the training data path at Derm1M scale: records, curriculum, dataset and a 4-worker DataLoader.
+
+Builds N QA records by resampling the 100 real Derm1M rows through `dermvqa data synth` (kept in
+--work and reused), then, in a fresh process per size, measures what training does before its
+first step: open the train split, order it by the tiny recipe's curriculum (length grouping on),
+wrap it in QADataset and read the first --batches packed batches through a DataLoader with
+--workers workers. Prints the wall time to the first batch, the main process's peak RSS, and each
+worker's unique memory (USS) after the last batch. Images are one fixed in-memory picture: the
+bench measures the record path, not JPEG decoding.
+
+Usage: python scripts/bench_records.py [--sizes 1000000 3000000] [--work DIR] [--repo DIR]
+`--repo` measures another checkout (e.g. a worktree of the commit before a change) the same way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDS_PER_ROW = 6.6  # measured on the real rows; the report prints the true count
+
+
+def build(work: Path, n: int, base: int) -> Path:
+    """About n QA records (train + test) under work/qa_<n>, reused when present. Sizes above `base` are
+    copies of the base set with their ids and image names made distinct (synthesis on this shared 2-core
+    machine runs at a few hundred rows/s, so 3M records would take half an hour to synthesize)."""
+    sys.path.insert(0, str(REPO))
+    from scripts.bench_data_gen import SAMPLE, TERMS, TREE, resampled_csv
+
+    from data_gen.synth import synthesize
+
+    out = work / f"qa_{n}"
+    if (out / "report.json").is_file():
+        return out
+    if n > base:
+        return replicate(build(work, base, base), out, -(-n // base))
+    csv_path = resampled_csv(work / f"rows_{n}.csv", int(n / RECORDS_PER_ROW))
+    t = time.perf_counter()
+    report = synthesize(csv_path, SAMPLE / "ontology.json", out, tree_path=TREE, concept_terms_path=TERMS)
+    print(f"built {report['records']:,} records in {time.perf_counter() - t:.0f} s -> {out}", flush=True)
+    return out
+
+
+def replicate(src: Path, out: Path, copies: int) -> Path:
+    """`copies` copies of src's shards, each record id and image name suffixed with its copy number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for shard in sorted((src / "qa").rglob("*.parquet")):
+        table = pq.read_table(shard)
+        for k in range(copies):
+            t = table
+            for name in ("id", "image"):
+                t = t.set_column(t.schema.get_field_index(name), name,
+                                 pc.binary_join_element_wise(t.column(name), pa.scalar(f"~{k}"), ""))
+            target = out / "qa" / shard.relative_to(src / "qa").with_name(f"{shard.stem}-copy{k}.parquet")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(t, target)
+    report = json.loads((src / "report.json").read_text())
+    (out / "report.json").write_text(json.dumps({"records": report["records"] * copies, "copies_of": str(src)}))
+    print(f"built {report['records'] * copies:,} records as {copies} copies of {src}", flush=True)
+    return out
+
+
+def measure(qa_dir: Path, processor_dir: Path, workers: int, batches: int, batch_size: int) -> dict:
+    """One size, in this (fresh) process: the data path as the trainer builds it, old or new API."""
+    from collections import Counter
+
+    import numpy as np
+    import psutil
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    import data_gen.records as rec
+    from dermvqa.data.dataset import QADataset
+    from dermvqa.train.packing import PackingCollator
+
+    processor = AutoProcessor.from_pretrained(processor_dir)
+    image = Image.new("RGB", (64, 64), (180, 90, 80))
+    phases = [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 2}]
+    base_rss = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    if hasattr(rec, "open_records"):  # records as memory-mapped Arrow
+        from dermvqa.train.curriculum import curriculum_order
+
+        records = rec.open_records(qa_dir / "qa", split="train")
+        ordered = records.take(curriculum_order(records, phases, 0, group=batch_size))
+    else:  # records as a list of dicts (before the change)
+        from dermvqa.train.trainer import curriculum_order
+
+        records = rec.read_records(qa_dir / "qa", split="train")
+        ordered = curriculum_order(records, phases, 0, group=batch_size)
+    opened = time.perf_counter() - t0
+    mix = {}
+    for group in (0, 128):  # the dominant family's share of each 128-sample step (grouped by length or not)
+        if hasattr(rec, "open_records"):
+            fam = np.asarray(records.column("family").to_pylist())[curriculum_order(records, phases, 0, group)]
+        else:
+            fam = np.asarray([r["family"] for r in curriculum_order(records, phases, 0, group)])
+        shares = [max(Counter(fam[s:s + 128]).values()) / 128 for s in range(0, len(fam) - 127, 128)]
+        mix[f"dominant family share, group {group}: median/p90"] = \
+            f"{np.median(shares):.2f}/{np.percentile(shares, 90):.2f}"
+
+    class FixedImage(QADataset):
+        def load_image(self, r):
+            return image
+
+    dataset = FixedImage(ordered, "/nonexistent", processor, max_length=160)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=PackingCollator(160, processor.tokenizer.pad_token_id))
+    it = iter(loader)
+    next(it)
+    first = time.perf_counter() - t0
+    for _ in range(batches - 1):
+        next(it)
+    workers_uss = [c.memory_full_info().uss for c in psutil.Process().children()]
+    del it
+    return {"train records": len(records), "examples in curriculum": len(ordered), "open+order s": round(opened, 2),
+            "first batch s": round(first, 2), f"{batches} batches s": round(time.perf_counter() - t0, 1),
+            "main peak RSS MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "main RSS growth MB": round((psutil.Process().memory_info().rss - base_rss) / 2**20),
+            "worker USS MB": [round(u / 2**20) for u in workers_uss], **mix}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    ap.add_argument("--base", type=int, default=1_000_000, help="largest size synthesized; larger ones copy it")
+    ap.add_argument("--work", type=Path, default=Path("runs/bench_records"))
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose data path is measured")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        sys.path.insert(0, str(args.repo))
+        result = measure(Path(args.child[0]), Path(args.child[1]), args.workers, args.batches, args.batch_size)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    processor_dir = args.work / "tiny_model"
+    if not (processor_dir / "config.json").is_file():
+        sys.path.insert(0, str(REPO))
+        from dermvqa.model.tiny import build_tiny_llava
+
+        texts = ["What is the most likely diagnosis? psoriasis eczema melanoma nevus",
+                 "The lesion looks like psoriasis, not eczema. Answer: no.", "red, scale, plaque, papule"] * 50
+        build_tiny_llava(processor_dir, texts, seed=0, image_size=64, patch_size=8, vocab_size=400)
+    print(f"data path of {args.repo}, {args.workers} workers, {args.batches} batches of {args.batch_size}")
+    for n in args.sizes:
+        qa_dir = build(args.work, n, args.base)
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(args.repo))
+        run = subprocess.run([sys.executable, __file__, "--repo", str(args.repo), "--workers", str(args.workers),
+                              "--batches", str(args.batches), "--batch-size", str(args.batch_size),
+                              "--child", str(qa_dir), str(processor_dir)], env=env, capture_output=True, text=True)
+        line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{n:,}: failed\n{run.stderr[-3000:]}")
+            continue
+        print(f"{n:,} records: " + ", ".join(f"{k} {v}" for k, v in json.loads(line[7:]).items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
