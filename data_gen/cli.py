@@ -61,21 +61,54 @@ def export_llava(qa: Path = typer.Option(..., help="folder with QA parquet shard
 @data_app.command("teach")
 def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g. OUT/qa)"),
           csv: Path = typer.Option(..., help="the CSV the records came from (captions = hidden context)"),
-          model: str = typer.Option(..., help="local path or hub id of a transformers chat model"),
-          out: Path = typer.Option(..., help="folder for teacher records (mirrors --qa; resumable)"),
-          device: Optional[str] = typer.Option(None, help="cuda / cpu (default: cuda when available)"),
+          model: str = typer.Option(..., help="with --endpoint: the model name the endpoint serves; "
+                                              "without: local path or hub id of a transformers chat model"),
+          out: Path = typer.Option(..., help="folder for teacher records (resumable: rerun the same command)"),
+          endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (vLLM, SGLang, TGI, "
+                                                            "llama.cpp, a hosted API), e.g. http://host:8000/v1"),
+          api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the endpoint's API key"),
+          concurrency: int = typer.Option(8, min=1, help="endpoint: requests in flight at once"),
+          ontology: Optional[Path] = typer.Option(None, help="endpoint: ontology.json, so disease names in answers "
+                                                             "('fixed drug eruption') are not read as treatment or "
+                                                             "age words (without it the gate is stricter)"),
+          images: Optional[Path] = typer.Option(None, help="endpoint: image root; each request then carries the "
+                                                           "image (for a vision teacher)"),
+          timeout: float = typer.Option(120.0, help="endpoint: seconds per request before it counts as a timeout"),
+          retries: int = typer.Option(6, min=0, help="endpoint: retries of a request on 429/5xx/timeouts"),
+          temperature: float = typer.Option(0.2, help="endpoint: sampling temperature"),
+          max_tokens: int = typer.Option(768, min=1, help="endpoint: most tokens per reply"),
+          device: Optional[str] = typer.Option(None, help="local model: cuda / cpu (default: cuda when available)"),
           limit: Optional[int] = typer.Option(None, help="at most this many images"),
-          batch_size: int = typer.Option(8, help="prompts per generate call"),
-          max_new_tokens: int = typer.Option(96, help="tokens per teacher reply"),
-          trust_remote_code: bool = typer.Option(False, help="only for models you trust")):
-    """Optional: a local LLM paraphrases open questions and adds free-form turns, behind the leak filter."""
-    from data_gen.teacher import Teacher, teach as run_teach
+          batch_size: int = typer.Option(8, help="local model: prompts per generate call"),
+          max_new_tokens: int = typer.Option(96, help="local model: tokens per teacher reply"),
+          trust_remote_code: bool = typer.Option(False, help="local model: only for models you trust")):
+    """Optional LLM teacher behind the leak filter: through an OpenAI-compatible --endpoint, multi-turn
+    conversations at corpus scale; without it, a local model paraphrases and adds free-form turns (small runs)."""
+    if endpoint is None:
+        from data_gen.teacher import Teacher, teach as run_teach
 
-    teacher = Teacher.from_pretrained(model, device=device, trust_remote_code=trust_remote_code,
-                                      max_new_tokens=max_new_tokens)
-    report = run_teach(qa, csv, out, teacher, batch_size=batch_size, limit=limit)
-    typer.echo(f"kept {report['kept']} teacher records; rejected: "
-               f"{ {k: v['count'] for k, v in report['rejections'].items()} }")
+        teacher = Teacher.from_pretrained(model, device=device, trust_remote_code=trust_remote_code,
+                                          max_new_tokens=max_new_tokens)
+        report = run_teach(qa, csv, out, teacher, batch_size=batch_size, limit=limit)
+        typer.echo(f"kept {report['kept']} teacher records; rejected: "
+                   f"{ {k: v['count'] for k, v in report['rejections'].items()} }")
+        return
+    import os
+
+    from data_gen.teacher_endpoint import Endpoint, teach_endpoint
+
+    if api_key_env is not None and not os.environ.get(api_key_env):
+        raise typer.BadParameter(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+    ep = Endpoint(endpoint, model, os.environ[api_key_env] if api_key_env else "EMPTY", concurrency, timeout,
+                  retries, max_tokens=max_tokens, temperature=temperature)
+    report = teach_endpoint(qa, csv, ontology, out, ep, images_dir=images, limit=limit)
+    typer.echo(f"[data teach] rows {report['rows']}: answered now {report['answered']} "
+               f"({report['rows_per_s']} rows/s), cached {report['cached']}, failed {report['failed']}; "
+               f"kept {report['kept']} conversations, rejected {report['rejected']}; report at {out / 'report.md'}")
+    if report["failed"]:
+        typer.echo(f"error: {report['failed']} rows got no answer (reasons in {out / 'report.md'}); "
+                   "rerun to retry them", err=True)
+        raise typer.Exit(1)
 
 
 import_app = typer.Typer(help="Classification datasets -> the Derm1M-format CSV `data synth` reads.",

@@ -123,6 +123,10 @@ class Ontology:
         return out
 
     # ---- structure -------------------------------------------------------------------------
+    def all_names(self) -> list[str]:
+        """Every normalised node name and comma-separated synonym part (to find disease names in free text)."""
+        return sorted(set(self._by_name) | set(self._alias))
+
     def depth(self, p: Path_) -> int:
         """Level of a node: 1 for the seven top groups."""
         return len(p)

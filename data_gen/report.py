@@ -9,7 +9,7 @@ from data_gen.gates import Rejections
 from data_gen.records import write_text_atomic
 
 _COUNTERS = ("families", "answer_types", "splits", "sources", "source_types", "ontology_levels", "images_by_split",
-             "not_applicable")
+             "not_applicable", "tallies")
 
 
 def merge_stats(parts: list[dict], n_parts: int, settings: dict, yes_no_dropped: int) -> dict:
@@ -19,7 +19,7 @@ def merge_stats(parts: list[dict], n_parts: int, settings: dict, yes_no_dropped:
     yes_no: dict[str, list[int]] = {}
     for p in parts:
         for k in _COUNTERS:
-            merged[k].update(p[k])
+            merged[k].update(p.get(k, {}))  # parts written before a counter existed lack it
         rejections.merge(p["rejections"])
         for name, (yes, no) in p["yes_no_asked"].items():
             tally = yes_no.setdefault(name, [0, 0])
@@ -42,7 +42,7 @@ def _markdown(r: dict) -> str:
              f"Parts done: {r['parts_done']}/{r['parts_total']} ({'complete' if r['complete'] else 'INCOMPLETE'}). "
              f"Rows read: {r['rows']['read']}, accepted: {r['rows']['accepted']}. Records: {r['records']}.", ""]
     for key in ("families", "answer_types", "splits", "images_by_split", "sources", "source_types", "ontology_levels",
-                "not_applicable"):
+                "not_applicable", "tallies"):
         lines += [f"## {key.replace('_', ' ')}", "", "| value | count |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in r[key].items()] + [""]
     lines += ["## yes/no balance", "",

@@ -23,7 +23,7 @@ from data_gen import gates
 from data_gen.concepts import ConceptVocab, load_concept_terms
 from data_gen.corpus import Corpus
 from data_gen.derm1m import check_columns, iter_parts
-from data_gen.families import TEMPLATE_WORDS, resolve
+from data_gen.families import CAPTION_TEXT, TEMPLATE_WORDS, resolve
 from data_gen.families.common import RowContext, RowPlan
 from data_gen.families.yes_no import asked_name
 from data_gen.ontology import Ontology
@@ -66,7 +66,7 @@ def _gate_records(records, row, rejections, fams_count):
         if rec.answer_type == "open" and gates.answer_in_question(rec.question, rec.answer):
             rejections.add(f"{rec.family}: answer inside the question", example())
             continue
-        extra = gates.words(rec.answer) & caption_words
+        extra = set() if rec.family in CAPTION_TEXT else gates.words(rec.answer) & caption_words
         if extra:  # words only the caption knows, unless the question or options brought them
             extra -= gates.words(" ".join([rec.question, *rec.options, *rec.ontology_path]))
         if extra:
@@ -114,7 +114,8 @@ class _Job:
 
 def _make_part(job: _Job, k: int, chunk) -> None:
     """Build, gate and write one part; its stats file, written last, marks it done."""
-    scan, rejections, records, accepted, not_applicable = job.scan, gates.Rejections(), [], 0, Counter()
+    scan, rejections, records, accepted = job.scan, gates.Rejections(), [], 0
+    not_applicable, tallies = Counter(), Counter()
     for row in chunk:
         i = row.index
         if scan.notes[i]:
@@ -129,11 +130,13 @@ def _make_part(job: _Job, k: int, chunk) -> None:
         for reason, detail in ctx.rejected:
             rejections.add(reason, f"row {i + 1} {row.filename}: {detail}".rstrip(": "))
         not_applicable.update(ctx.missing)
+        tallies.update(ctx.tally)
         records += _gate_records(built, row, rejections, Counter())
     for split in sorted({r.split for r in records}):  # train/test, or the splits the CSV gives
         write_parquet([r for r in records if r.split == split], job.out_dir / "qa" / split / f"part-{k:05d}.parquet")
     stats = _part_stats(records, rejections, len(chunk), accepted, k)
     stats["not_applicable"] = not_applicable
+    stats["tallies"] = tallies
     _write_json(job.out_dir / "parts" / f"part-{k:05d}.json", stats)
 
 

@@ -1,12 +1,15 @@
 """QA families: one module each, with its question paraphrases and a `build(ctx) -> list[QARecord]`."""
-from data_gen.families import (age_sex, body_location, caption_report, category, diagnosis, morphology,
+from data_gen.families import (age_sex, body_location, caption, caption_report, category, diagnosis, morphology,
                                multiple_choice, symptoms, yes_no)
 from data_gen.gates import words
 
 FAMILIES = {m.NAME: m for m in (diagnosis, yes_no, multiple_choice, morphology, category, body_location,
-                                symptoms, age_sex, caption_report)}
+                                symptoms, age_sex, caption_report, caption)}
+# Families whose answers are the caption's own (filtered) text: exempt from the caption-only-word gate.
+CAPTION_TEXT = {name for name, m in FAMILIES.items() if getattr(m, "CAPTION_TEXT", False)}
 # Words the templates themselves bring into answers: never counted as caption-only facts.
-TEMPLATE_WORDS = set().union(*(words(t) for m in FAMILIES.values() for t in m.QUESTIONS + m.ANSWERS))
+TEMPLATE_WORDS = set().union(*(words(t) for name, m in FAMILIES.items() if name not in CAPTION_TEXT
+                               for t in m.QUESTIONS + m.ANSWERS))
 
 
 def resolve(names: list[str] | None) -> list:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ class RowContext:
     seed: int
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (reason, detail): family refused the row
     missing: list[str] = field(default_factory=list)  # families with nothing to ask (the field is empty)
+    tally: Counter = field(default_factory=Counter)   # counts a family reports (caption sentences kept, ...)
 
     def rng(self, family: str) -> random.Random:
         return random.Random(stable_int(self.seed, self.row.filename, family))

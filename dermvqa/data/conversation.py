@@ -15,8 +15,12 @@ def user_turn(question: str, with_image: bool = True) -> dict:
 
 
 def record_messages(record: dict, with_image: bool = True) -> list[dict]:
-    """One QA record as a two-turn chat: the user shows the image and asks, the assistant answers."""
-    return [user_turn(record["question"], with_image), {"role": "assistant", "content": record["answer"]}]
+    """One QA record as a chat: the user shows the image and asks, the assistant answers; a multi-turn
+    record's `follow_ups` ([{question, answer}], absent in older parquet) continue it without the image."""
+    messages = [user_turn(record["question"], with_image), {"role": "assistant", "content": record["answer"]}]
+    for turn in record.get("follow_ups") or []:
+        messages += [user_turn(turn["question"], False), {"role": "assistant", "content": turn["answer"]}]
+    return messages
 
 
 def tokenize_chat(messages: list[dict], tokenizer, chat_template: str, image_token: str,

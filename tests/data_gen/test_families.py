@@ -145,6 +145,6 @@ def test_caption_report_has_no_caption_only_facts(real_run):
 def test_every_family_appears_on_real_rows(real_run):
     report, records = real_run
     assert set(report["families"]) == {"diagnosis", "yes_no", "multiple_choice", "morphology", "category",
-                                       "body_location", "symptoms", "age_sex", "caption_report"}
+                                       "body_location", "symptoms", "age_sex", "caption_report", "caption"}
     assert report["records"] == len(records) and report["rows"] == {"read": 100, "accepted": 87}
     assert report["yes_no"]["max_yes_minus_no"] == 0

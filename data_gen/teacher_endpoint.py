@@ -1,0 +1,285 @@
+"""LLM teacher through any OpenAI-compatible endpoint (vLLM, SGLang, TGI, llama.cpp server, a hosted API).
+
+For every image of a QA folder, one chat request asks for a `teacher_conversation`
+(data_gen/teacher_conversation.py). At most `concurrency` requests are in flight; 429, 5xx,
+timeouts, dropped connections and unreadable responses are retried with exponential backoff and
+jitter (a Retry-After header wins); 401/403/404 stop the run (every row would fail alike). Each paid
+answer is committed to a per-row cache (data_gen/teacher_cache.py) before it is used, so a rerun or
+a killed run resumes without sending an answered row again. Every reply goes through the gates;
+rejections and failures are counted with their reasons in report.json / report.md, never dropped
+silently. Output: OUT/qa/<same relative path as in --qa>.parquet, written atomically per part.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import mimetypes
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow.parquet as pq
+
+from data_gen import gates
+from data_gen.derm1m import iter_rows
+from data_gen.families.caption import names_pattern
+from data_gen.ontology import Ontology
+from data_gen.records import OPEN, QARecord, write_parquet, write_text_atomic
+from data_gen.sentences import disease_names
+from data_gen.split import stable_int
+from data_gen.teacher import LeakFilter
+from data_gen.teacher_cache import AnswerCache, cache_key
+from data_gen.teacher_conversation import FAMILY, PROMPT_VERSION, facts_for, gate, messages, parse
+
+FATAL_STATUS = {401, 403, 404}
+RETRY_STATUS = {408, 409, 429}
+
+
+class TeachError(RuntimeError):
+    """The endpoint refuses every request (wrong key, model or URL): stop instead of failing each row."""
+
+
+class RowFailed(Exception):
+    """No answer for this row in this run (retries spent, or the request refused); a rerun asks again."""
+
+
+@dataclass
+class Endpoint:
+    url: str
+    model: str
+    api_key: str = "EMPTY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    retries: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    max_tokens: int = 768
+    temperature: float = 0.2
+
+
+@dataclass
+class Tally:
+    rows: int = 0
+    cached: int = 0
+    answered: int = 0
+    requests: int = 0
+    kept: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    send_seconds: float = 0.0
+    retries: Counter = field(default_factory=Counter)
+    rejections: gates.Rejections = field(default_factory=gates.Rejections)
+    failures: gates.Rejections = field(default_factory=gates.Rejections)
+
+
+async def ask(client, ep: Endpoint, body: dict, tally: Tally) -> tuple[str, int, int]:
+    """One chat completion with retries: (text, prompt tokens, completion tokens)."""
+    import openai
+
+    for attempt in range(ep.retries + 1):
+        tally.requests += 1
+        wait = None
+        try:
+            resp = await client.chat.completions.create(**body)
+            text = resp.choices[0].message.content or ""
+            usage = resp.usage
+            return text, (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0
+        except openai.APITimeoutError:
+            cause = "timeout"
+        except openai.APIConnectionError:
+            cause = "connection error"
+        except openai.APIStatusError as e:
+            if e.status_code in FATAL_STATUS:
+                raise TeachError(f"{ep.url}: the endpoint answered {e.status_code} ({e.message}); check --endpoint, "
+                                 f"--model and --api-key-env") from e
+            if e.status_code < 500 and e.status_code not in RETRY_STATUS:
+                raise RowFailed(f"request refused ({e.status_code})", str(e.message)[:120]) from e
+            cause = f"HTTP {e.status_code}"
+            after = e.response.headers.get("retry-after", "")
+            wait = min(float(after), ep.max_backoff_s) if after.replace(".", "", 1).isdigit() else None
+        except (openai.APIResponseValidationError, json.JSONDecodeError, AttributeError, IndexError, TypeError):
+            cause = "malformed response"
+        if attempt == ep.retries:
+            raise RowFailed(f"gave up after {ep.retries + 1} attempts (last: {cause})", "")
+        tally.retries[cause] += 1
+        await asyncio.sleep(wait if wait is not None else
+                            min(ep.max_backoff_s, ep.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")
+
+
+def _image_uri(path: Path) -> str:
+    kind = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@dataclass
+class _Job:
+    image: str
+    records: list[dict]
+    caption: str
+    facts: str
+    body: dict
+    key: str
+
+
+def _jobs(file: Path, rows: dict, ep: Endpoint, images: Path | None, tally: Tally, left: list[int]) -> list[_Job]:
+    """One job per image of a part file (in file order), up to `left[0]` images in all."""
+    by_image: dict[str, list[dict]] = {}
+    for rec in pq.read_table(file).to_pylist():
+        by_image.setdefault(rec["image"], []).append(rec)
+    jobs = []
+    for image, recs in by_image.items():
+        if left[0] <= 0:
+            break
+        left[0] -= 1
+        tally.rows += 1
+        row = rows.get(image)
+        if row is None:
+            tally.failures.add("image has no row in the CSV (another --csv?)", f"{file.name}: {image}")
+            continue
+        uri = None
+        if images is not None:
+            if not (images / image).is_file():
+                tally.failures.add("image file not found", str(images / image))
+                continue
+            uri = _image_uri(images / image)
+        facts = facts_for(recs, row)
+        body = {"model": ep.model, "messages": messages(row.caption, facts, uri), "max_tokens": ep.max_tokens,
+                "temperature": ep.temperature, "extra_headers": {"X-Row": quote(image, safe="")}}  # for server logs
+        jobs.append(_Job(image, recs, row.caption, facts, body, cache_key(image, PROMPT_VERSION, ep.model, body)))
+    return jobs
+
+
+async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache, tally: Tally, bar) -> dict:
+    """key -> (text, prompt tokens, completion tokens) for every job answered now or before."""
+    done = {}
+    for job in jobs:
+        hit = cache.get(job.key)
+        if hit is not None:
+            done[job.key] = hit
+            tally.cached += 1
+            bar.update(1)
+    queue: asyncio.Queue = asyncio.Queue()
+    for job in jobs:
+        if job.key not in done:
+            queue.put_nowait(job)
+    start = time.perf_counter()
+
+    async def worker():
+        while not queue.empty():
+            job = queue.get_nowait()
+            try:
+                text, pt, ct = await ask(client, ep, job.body, tally)
+            except RowFailed as e:
+                tally.failures.add(e.args[0], f"{job.image}: {e.args[1]}".rstrip(": "))
+            else:
+                cache.put(job.key, job.image, ep.model, PROMPT_VERSION, text, pt, ct)  # committed before use
+                done[job.key] = (text, pt, ct)
+                tally.answered += 1
+                tally.prompt_tokens += pt
+                tally.completion_tokens += ct
+            bar.update(1)
+            seconds = tally.send_seconds + time.perf_counter() - start
+            bar.set_postfix_str(f"cached {tally.cached}, {tally.completion_tokens / max(seconds, 1e-9):.0f} "
+                                f"out tok/s, {(tally.prompt_tokens + tally.completion_tokens) / max(seconds, 1e-9):.0f}"
+                                f" tok/s", refresh=False)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, ep.concurrency))]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    tally.send_seconds += time.perf_counter() - start
+    return done
+
+
+def _record(job: _Job, turns: list[dict]) -> QARecord:
+    best = max(job.records, key=lambda r: len(r["ontology_path"]))
+    fields = sorted({f for r in job.records for f in r["fields"]} - {"caption"}) + ["caption (hidden context)"]
+    return QARecord(id=f"{stable_int('teacher', PROMPT_VERSION, job.image):016x}", image=job.image,
+                    question=turns[0]["question"], answer=turns[0]["answer"], family=FAMILY, answer_type=OPEN,
+                    ontology_path=best["ontology_path"], source=best["source"], source_type=best["source_type"],
+                    split=best["split"], fields=fields, fitzpatrick=best["fitzpatrick"], follow_ups=turns[1:])
+
+
+def teach_endpoint(qa_dir, csv_path, ontology_path, out_dir, ep: Endpoint, *, images_dir=None, limit=None,
+                   progress: bool = True) -> dict:
+    """Write teacher conversations for the images of qa_dir under out_dir/qa/ and return the report."""
+    qa_dir, out_dir = Path(qa_dir), Path(out_dir)
+    files = sorted(qa_dir.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet QA shards under {qa_dir}")
+    rows = {r.filename: r for r in iter_rows(csv_path) if not r.problem}
+    leaks = LeakFilter([r.caption for r in rows.values()])
+    names = names_pattern(Ontology.load(ontology_path)) if ontology_path else disease_names([])
+    total = sum(len(set(pq.read_table(f, columns=["image"]).column("image").to_pylist())) for f in files)
+    total = min(total, limit) if limit is not None else total
+    tally = Tally()
+    cache = AnswerCache(out_dir / "cache.sqlite")
+    try:
+        asyncio.run(_teach_files(files, qa_dir, out_dir, rows, leaks, names, ep, images_dir, total, cache, tally,
+                                 progress))
+    finally:
+        cache.close()
+    report = _report(tally, ep)
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "report.md", _markdown(report))
+    return report
+
+
+async def _teach_files(files, qa_dir, out_dir, rows, leaks, names, ep, images_dir, total, cache, tally, progress):
+    import openai
+    from tqdm import tqdm
+
+    left = [total]
+    async with openai.AsyncOpenAI(base_url=ep.url, api_key=ep.api_key, timeout=ep.timeout_s, max_retries=0) as client:
+        with tqdm(total=total, desc=f"teacher {ep.model}", unit="row", disable=not progress) as bar:
+            for file in files:
+                jobs = _jobs(file, rows, ep, Path(images_dir) if images_dir else None, tally, left)
+                if not jobs and left[0] <= 0:
+                    break  # --limit reached: later parts are not written
+                answers = await _answer_all(jobs, client, ep, cache, tally, bar)
+                kept = []
+                for job in jobs:
+                    if job.key not in answers:
+                        continue
+                    turns, why = parse(answers[job.key][0])
+                    why = why or gate(turns, job.caption, job.facts, leaks, names)
+                    if why:
+                        tally.rejections.add(f"{FAMILY}: {why}", f"{job.image}: {answers[job.key][0][:100]!r}")
+                    else:
+                        kept.append(_record(job, turns))
+                write_parquet(kept, out_dir / "qa" / file.relative_to(qa_dir))
+                tally.kept += len(kept)
+
+
+def _report(t: Tally, ep: Endpoint) -> dict:
+    seconds = round(t.send_seconds, 3)
+    return {"endpoint": ep.url, "model": ep.model, "prompt_version": PROMPT_VERSION, "concurrency": ep.concurrency,
+            "rows": t.rows, "cached": t.cached, "answered": t.answered, "requests": t.requests, "kept": t.kept,
+            "rejected": sum(t.rejections.counts.values()), "failed": sum(t.failures.counts.values()),
+            "retries": dict(t.retries), "tokens": {"prompt": t.prompt_tokens, "completion": t.completion_tokens},
+            "send_seconds": seconds, "rows_per_s": round(t.answered / seconds, 2) if seconds else None,
+            "completion_tokens_per_s": round(t.completion_tokens / seconds, 1) if seconds else None,
+            "rejections": t.rejections.as_dict(), "failures": t.failures.as_dict()}
+
+
+def _markdown(r: dict) -> str:
+    lines = ["# Teacher report", "",
+             f"Endpoint {r['endpoint']}, model {r['model']}, prompt {r['prompt_version']}, concurrency "
+             f"{r['concurrency']}.", "",
+             f"Rows {r['rows']}: answered now {r['answered']} ({r['requests']} requests, {r['rows_per_s']} rows/s, "
+             f"{r['completion_tokens_per_s']} completion tokens/s), from the cache {r['cached']}, "
+             f"failed {r['failed']}. "
+             f"Conversations kept {r['kept']}, rejected {r['rejected']}. Retries: {r['retries'] or 'none'}.", ""]
+    for title, key in (("Rejected replies", "rejections"), ("Rows without an answer (a rerun asks again)",
+                                                             "failures")):
+        lines += [f"## {title}", "", "| reason | count | example |", "|---|---|---|"]
+        lines += [f"| {k} | {v['count']} | {(v['examples'] or [''])[0][:120].replace('|', '/')} |"
+                  for k, v in r[key].items()] + [""]
+    return "\n".join(lines)
