@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_gen.records import Records
@@ -86,17 +88,18 @@ def check_lengths(processor, records: Records, max_length: int, image_tokens: in
 
 
 def check_images(records: Records, image_root: str | Path, rank: int = 0, world_size: int = 1) -> None:
-    """Every record's image file exists: one stat per distinct image, and under a multi-process launcher
-    each rank stats its own share (any rank's failure stops the job). Unreadable files are skipped later."""
+    """Every record's image file exists: one stat per distinct image, in parallel, and under a multi-process
+    launcher each rank stats its own share (any rank's failure stops the job). Unreadable files are skipped
+    later, when the dataset decodes them; a stat is the whole check, so there is nothing to cache."""
     root = Path(image_root)
     images = pc.dictionary_encode(records.column("image"))  # distinct images in order of first use
     codes = images.indices.to_numpy(zero_copy_only=False)
     _, first = np.unique(codes, return_index=True)
-    names = images.dictionary
-    missing = {}
-    for k in range(rank, len(names), world_size):
-        if not (root / names[k].as_py()).is_file():
-            missing[names[k].as_py()] = records[int(first[k])]["id"]
+    mine = range(rank, len(images.dictionary), world_size)
+    names = images.dictionary.take(pa.array(mine, type=pa.int64())).to_pylist()
+    with ThreadPoolExecutor(16) as pool:  # stats wait on the disk (or a network filesystem), not the CPU
+        found = list(pool.map(lambda name: (root / name).is_file(), names))
+    missing = {name: records[int(first[k])]["id"] for k, name, ok in zip(mine, names, found) if not ok}
     if missing:
         image, rid = next(iter(missing.items()))
         more = f" (and {len(missing) - 1} more missing images)" if len(missing) > 1 else ""
