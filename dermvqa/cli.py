@@ -44,7 +44,12 @@ def error_line(e: BaseException) -> str:
 class DermvqaApp(typer.Typer):
     """A Typer app whose call turns any failure into one `error:` line and an exit code (see the module doc)."""
 
-    def __call__(self, args: list[str] | None = None) -> int:
+    def __call__(self, args: list[str] | None = None):
+        """Run the command line (sys.argv by default) and exit with its code, as a click app does."""
+        sys.exit(self.run(args))
+
+    def run(self, args: list[str] | None = None) -> int:
+        """Run the command line and return its exit code."""
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args or os.environ.get("DERMVQA_DEBUG", "") not in ("", "0")
         args = [a for a in args if a != "--debug"]
@@ -79,8 +84,9 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.command("chat")(serve_cli.chat)
 app.command("report")(serve_cli.report)
+app.command("ood-fit")(serve_cli.ood_fit)
 app.add_typer(serve_cli.serve_app, name="serve")
 app.command("export")(export)
 
 if __name__ == "__main__":  # `python -m dermvqa.cli`, e.g. under torchrun
-    sys.exit(app())
+    app()

@@ -1,7 +1,8 @@
 """Every `dermvqa` command fails with one `error:` line naming the bad file or argument, exit 2, no traceback.
 
-The cases call the entry point (`dermvqa.cli.app`, what the console script calls) in this process; one
-test runs the real `python -m dermvqa.cli` to check the exit code, the silence and the --debug switches.
+The cases run the entry point (`dermvqa.cli.app`, what the console script calls) in this process through
+`app.run`, which returns the exit code `app()` exits with; one test runs the real `python -m dermvqa.cli`
+to check the exit code, the silence and the --debug switches.
 """
 import os
 import subprocess
@@ -45,6 +46,7 @@ CASES = {
                                            "nope.json"),
     ("chat",): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("report",): (lambda t: ["--model", str(t), "--image", str(t / "nope.png")], "nope.png"),
+    ("ood-fit",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t)], "nope_qa"),
     ("serve", "web"): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("serve", "api"): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("export",): (lambda t: [str(t / "nope"), "--out", str(t / "x")], "nope"),
@@ -75,7 +77,7 @@ def test_every_command_has_a_case():
 def test_bad_argument_or_file_is_one_line_exit_2(path, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DERMVQA_DEBUG", raising=False)
     make_args, named = CASES[path]
-    code = app([*path, *make_args(tmp_path)])
+    code = app.run([*path, *make_args(tmp_path)])
     out, err = capsys.readouterr()
     line = _one_error_line(err)
     assert code == 2, line
@@ -83,10 +85,10 @@ def test_bad_argument_or_file_is_one_line_exit_2(path, tmp_path, capsys, monkeyp
 
 
 def test_usage_errors_name_the_option_and_the_help(capsys):
-    assert app(["data", "synth", "--csv", "x.csv"]) == 2
+    assert app.run(["data", "synth", "--csv", "x.csv"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "--ontology" in line and "dermvqa data synth --help" in line
-    assert app(["trian"]) == 2
+    assert app.run(["trian"]) == 2
     assert "trian" in _one_error_line(capsys.readouterr().err)
 
 
@@ -97,7 +99,7 @@ def test_runtime_failure_is_exit_1_and_names_the_error(tmp_path, capsys, monkeyp
         raise RuntimeError("the disk went away\nsecond line")
 
     monkeypatch.setattr("dermvqa.eval.compare.compare", broken)
-    assert app(["eval", "compare", str(tmp_path), str(tmp_path)]) == 1
+    assert app.run(["eval", "compare", str(tmp_path), str(tmp_path)]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert line == "error: RuntimeError: the disk went away second line (--debug shows the traceback)"
 
