@@ -191,3 +191,14 @@ def write_explanation(image: Image.Image, expl: Explanation, processor, stem: st
     write_text_atomic(js, json.dumps(expl.to_json(), indent=1))
     return {"png": str(png), "json": str(js), "method": expl.method, "peak": list(expl.peak()),
             "seconds": round(expl.seconds, 4)}
+
+
+def explanation_payload(model, processor, image: Image.Image, question: str, answer: str) -> dict:
+    """The JSON grid plus the overlay as a `data:image/png;base64,` URI, for answers sent over HTTP."""
+    import base64
+    import tempfile
+
+    grounded = explain(model, processor, image, question, answer)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = render_overlay(image, grounded, processor, Path(tmp) / "overlay.png").read_bytes()
+    return {**grounded.to_json(), "overlay_png": "data:image/png;base64," + base64.b64encode(png).decode()}

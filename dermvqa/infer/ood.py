@@ -33,16 +33,23 @@ def _llava(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-@torch.no_grad()
 def pooled_features(model, processor, images: list[Image.Image], pooling: str = DEFAULT_POOLING,
                     batch_size: int = 32) -> torch.Tensor:
     """One float64 feature vector per image: patch features of the layer the projector reads, pooled."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return pooled_feature_sets(model, processor, images, (pooling,), batch_size)[pooling]
+
+
+@torch.no_grad()
+def pooled_feature_sets(model, processor, images: list[Image.Image], poolings=POOLINGS,
+                        batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """`pooled_features` for several poolings from one pass of the vision tower."""
+    for pooling in poolings:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     llava = _llava(model)
     cfg, was_training = llava.config, llava.training
     llava.eval()
-    out = []
+    out = {pooling: [] for pooling in poolings}
     try:
         for start in range(0, len(images), batch_size):
             chunk = [im.convert("RGB") for im in images[start:start + batch_size]]
@@ -50,16 +57,16 @@ def pooled_features(model, processor, images: list[Image.Image], pooling: str = 
             res = llava.get_image_features(pixel_values=pix.to(llava.device, llava.dtype),
                                            vision_feature_layer=cfg.vision_feature_layer,
                                            vision_feature_select_strategy=cfg.vision_feature_select_strategy)
-            if pooling == "projected_mean":
-                feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in res.pooler_output]).float()
-            else:
-                layer = cfg.vision_feature_layer if isinstance(cfg.vision_feature_layer, int) else -1
-                feats = res.hidden_states[layer][:, 1:].float()  # patch tokens, CLS left out
-            pooled = [feats.mean(1)] + ([feats.std(1)] if pooling == "tower_meanstd" else [])
-            out.append(torch.cat(pooled, -1).double().cpu())
+            layer = cfg.vision_feature_layer if isinstance(cfg.vision_feature_layer, int) else -1
+            tower = res.hidden_states[layer][:, 1:].float()  # patch tokens, CLS left out
+            for pooling in poolings:
+                feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in res.pooler_output]).float() \
+                    if pooling == "projected_mean" else tower
+                pooled = [feats.mean(1)] + ([feats.std(1)] if pooling == "tower_meanstd" else [])
+                out[pooling].append(torch.cat(pooled, -1).double().cpu())
     finally:
         llava.train(was_training)
-    return torch.cat(out)
+    return {pooling: torch.cat(chunks) for pooling, chunks in out.items()}
 
 
 @dataclass
@@ -80,7 +87,7 @@ class OodSummary:
         """The JSON the report, chat, web page and API carry."""
         unlike = score > self.threshold
         return {"score": round(float(score), 4), "threshold": round(self.threshold, 4), "unlike_training": unlike,
-                "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta['pooling']} vision features",
+                "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta.get('pooling', 'pooled')} vision features",
                 "message": f"{NOTICE} (score {score:.2f} above the threshold {self.threshold:.2f} chosen on held-out "
                            "training images), so it gives no diagnosis: have the lesion examined in person."
                            if unlike else ""}
@@ -149,8 +156,15 @@ def training_images(records: list[dict]) -> dict[str, str]:
     return out
 
 
-def _held_out(name: str, share: float) -> bool:
-    return zlib.crc32(name.encode()) % 1000 < share * 1000
+def fit_split(images, max_images: int = 5000, held_out_share: float = 0.15, seed: int = 0):
+    """(names to fit on, names held out for the threshold): up to `max_images` sampled, the held-out ones
+    chosen by a hash of the name (the same image is held out however the list is ordered)."""
+    names = sorted(images)
+    if len(names) > max_images:
+        names = sorted(random.Random(seed).sample(names, max_images))
+    held = [n for n in names if zlib.crc32(n.encode()) % 1000 < held_out_share * 1000] or names[-1:]
+    kept = set(held)
+    return [n for n in names if n not in kept], held
 
 
 def fit_from_records(model, processor, records: list[dict], image_root: str | Path, out_dir: str | Path | None,
@@ -160,14 +174,10 @@ def fit_from_records(model, processor, records: list[dict], image_root: str | Pa
     do not write, e.g. on ranks that do not save) and return it; None, with a note, for under `min_images`
     images. Every rank must call it under ZeRO-3."""
     images = training_images(records)
-    names = sorted(images)
-    if len(names) < min_images:
-        print(f"note: {len(names)} training images are too few for an out-of-distribution summary; none written")
+    if len(images) < min_images:
+        print(f"note: {len(images)} training images are too few for an out-of-distribution summary; none written")
         return None
-    if len(names) > max_images:
-        names = sorted(random.Random(seed).sample(names, max_images))
-    held = [n for n in names if _held_out(n, held_out_share)] or names[-1:]
-    fit_names = [n for n in names if n not in set(held)]
+    fit_names, held = fit_split(images, max_images, held_out_share, seed)
     root = Path(image_root)
 
     def feats(group, chunk=256):  # a chunk of decoded photos in memory at a time

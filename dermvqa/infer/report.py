@@ -9,6 +9,11 @@ answer as the assistant's whole reply (dermvqa/infer/likelihood.py), normalised 
   as two separate candidate sets, so scores are shares within each set, not independent presence probabilities.
 - distribution: scored over a fixed set of patterns; no QA family teaches it yet, so it is zero-shot.
 - body site: the model's greedy answer, left out when it says the site is not visible.
+A section whose question family the model never trained on (`trained_families`: the model folder's
+data_summary.json) reads "not assessed by this model" instead (distribution always does then). With the
+model's out-of-distribution summary (dermvqa/infer/ood.py) a photo unlike the training images gets no
+diagnosis and says so; with `explain_to` the top diagnosis is grounded (dermvqa/infer/grounding.py) and
+the overlay PNG and JSON grid are named under "explanation".
 The output follows dermvqa/infer/report_schema.json and is validated against it before it is returned.
 """
 from __future__ import annotations
@@ -26,7 +31,10 @@ from dermvqa.infer.likelihood import option_probs
 
 LABELS_FILE = "dermvqa_labels.json"
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
-SCHEMA_ID = "dermvqa.report/1"
+SCHEMA_ID = "dermvqa.report/2"
+NOT_ASSESSED = "not assessed by this model"
+FIELD_FAMILIES = {"morphology": "morphology", "colour": "morphology", "distribution": "distribution",
+                  "body_site": "body_location"}  # report section -> the QA family that teaches it
 
 DIAGNOSIS_QUESTION = "What is the most likely diagnosis for this lesion?"
 FEATURES_QUESTION = "What visual features does this lesion show?"
@@ -50,6 +58,8 @@ NEXT_STEPS = [  # first matching ontology node wins
     ("inflammatory", "Clinical review to confirm the diagnosis and plan treatment; biopsy if it does not respond."),
 ]
 DEFAULT_NEXT_STEP = "Ask a dermatologist to confirm the finding in person."
+OOD_NEXT_STEP = ("This model cannot judge this kind of photo: have the lesion examined in person by a "
+                 "dermatologist.")
 UNSURE_NEXT_STEP = ("The photo does not support a confident answer: have the lesion examined in person by a "
                     "dermatologist, with dermoscopy where available.")
 
@@ -86,6 +96,15 @@ def load_labels(model_dir: str | Path) -> dict:
     return {"diagnoses": dx, "ontology_paths": paths, "concepts": sorted(set(concepts))}
 
 
+def trained_families(model_dir: str | Path) -> list[str] | None:
+    """The QA families the model trained on (data_summary.json), or None when the folder does not record them."""
+    path = Path(model_dir) / "data_summary.json"
+    if not path.is_file():
+        return None
+    families = json.loads(path.read_text(encoding="utf-8")).get("families")
+    return sorted(families) if families else None
+
+
 @lru_cache(maxsize=1)
 def _validator():
     import jsonschema
@@ -117,8 +136,12 @@ def next_step(path: list[str], unsure: bool) -> str:
 
 
 def build_report(model, processor, image: Image.Image, labels: dict, top_k: int = 5, min_confidence: float = 0.5,
-                 model_name: str = "", image_name: str | None = None, batch_size: int = 16) -> dict:
-    """Score every section for one image and return the report dict (schema-validated)."""
+                 model_name: str = "", image_name: str | None = None, batch_size: int = 16,
+                 families: list[str] | None = None, ood=None, explain_to: str | Path | None = None) -> dict:
+    """Score every section for one image and return the report dict (schema-validated).
+
+    `families`: the trained QA families (None: assess every section); `ood`: the model's OodSummary;
+    `explain_to`: a path stem for the grounding overlay (STEM.png) and grid (STEM.json) of the top diagnosis."""
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
     image = image.convert("RGB")
@@ -128,7 +151,8 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     sets = {"diagnosis": (DIAGNOSIS_QUESTION, labels["diagnoses"]),
             "distribution": (DISTRIBUTION_QUESTION, DISTRIBUTION_PATTERNS),
             "morphology": (FEATURES_QUESTION, shapes), "colour": (FEATURES_QUESTION, colours)}
-    sets = {name: qo for name, qo in sets.items() if qo[1]}
+    skipped = [f for f, fam in FIELD_FAMILIES.items() if families is not None and fam not in families]
+    sets = {name: qo for name, qo in sets.items() if qo[1] and name not in skipped}
     scored = option_probs(model, processor, [image] * len(sets), [q for q, _ in sets.values()],
                           [o for _, o in sets.values()], batch_size=batch_size)
     probs = dict(zip(sets, scored))
@@ -139,9 +163,14 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     top = differential[0]
     confidence = max(probs["diagnosis"])
     unsure = confidence < min_confidence
-    distribution = _ranked(DISTRIBUTION_PATTERNS, probs["distribution"], 1)[0]
-    site = answer_batch(model, processor, [image], [BODY_SITE_QUESTION], max_new_tokens=16)[0]
-    if unsure:
+    spread = None if "distribution" in skipped else _ranked(DISTRIBUTION_PATTERNS, probs["distribution"], 1)[0]
+    site = None if "body_site" in skipped else answer_batch(model, processor, [image], [BODY_SITE_QUESTION],
+                                                            max_new_tokens=16)[0]
+    outside = ood.check(model, processor, image) if ood is not None else None
+    abstain = bool(outside and outside["unlike_training"])
+    if abstain:
+        summary = outside["message"]
+    elif unsure:
         summary = (f"Unsure: the best candidate, {top['label']}, scored {confidence:.2f}, below the "
                    f"{min_confidence:.2f} confidence threshold, so no diagnosis is given.")
     else:
@@ -150,30 +179,49 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
         "schema": SCHEMA_ID,
         "model": model_name,
         "image": image_name,
-        "morphology": _ranked(shapes, probs["morphology"], 3) if shapes else [],
-        "colour": _ranked(colours, probs["colour"], 3) if colours else [],
-        "distribution": {"pattern": distribution["term"], "score": distribution["score"]},
-        "body_site": None if not site or NOT_VISIBLE.search(site) else site,
-        "diagnosis": None if unsure else {"label": top["label"], "ontology_path": top["ontology_path"],
-                                          "score": top["score"]},
+        "morphology": _section(shapes, probs.get("morphology"), 3, "morphology" in skipped),
+        "colour": _section(colours, probs.get("colour"), 3, "colour" in skipped),
+        "distribution": NOT_ASSESSED if "distribution" in skipped else
+        {"pattern": spread["term"], "score": spread["score"]},
+        "body_site": NOT_ASSESSED if "body_site" in skipped else None if not site or NOT_VISIBLE.search(site)
+        else site,
+        "diagnosis": None if unsure or abstain else {
+            "label": top["label"], "ontology_path": top["ontology_path"], "score": top["score"]},
         "differential": differential,
         "confidence": round(confidence, 4),
         "confidence_threshold": min_confidence,
         "unsure": unsure,
         "summary": summary,
-        "next_step": next_step(top["ontology_path"], unsure),
+        "next_step": OOD_NEXT_STEP if abstain else next_step(top["ontology_path"], unsure),
+        "not_assessed": skipped,
+        "ood": outside,
         "disclaimer": DISCLAIMER,
     }
+    if explain_to is not None:
+        from dermvqa.infer.grounding import explain, write_explanation
+
+        grounded = explain(model, processor, image, DIAGNOSIS_QUESTION, top["label"])
+        report["explanation"] = {"question": DIAGNOSIS_QUESTION, "answer": top["label"],
+                                 **write_explanation(image, grounded, processor, explain_to)}
     validate_report(report)
     return report
 
 
-def _terms(items: list[dict]) -> str:
+def _section(terms: list[str], probs, k: int, skip: bool):
+    if skip:
+        return NOT_ASSESSED
+    return _ranked(terms, probs, k) if terms else []
+
+
+def _terms(items) -> str:
+    if items == NOT_ASSESSED:
+        return NOT_ASSESSED
     return ", ".join(f"{t['term']} ({t['score']:.2f})" for t in items) or "not assessed (no concept vocabulary)"
 
 
 def render_markdown(report: dict) -> str:
     dx = report["diagnosis"]
+    ood = report.get("ood")
     lines = [
         "## Lesion report" + (f": {report['image']}" if report["image"] else ""),
         "",
@@ -181,11 +229,13 @@ def render_markdown(report: dict) -> str:
         "",
         f"- **Morphology:** {_terms(report['morphology'])}",
         f"- **Colour:** {_terms(report['colour'])}",
-        f"- **Distribution:** {report['distribution']['pattern']} ({report['distribution']['score']:.2f})",
+        "- **Distribution:** " + (NOT_ASSESSED if report["distribution"] == NOT_ASSESSED else
+                                  f"{report['distribution']['pattern']} ({report['distribution']['score']:.2f})"),
         f"- **Body site:** {report['body_site'] or 'not visible or not stated'}",
         "- **Most likely diagnosis:** " + (f"{dx['label']} ({dx['score']:.2f})" + (
             f" — {' > '.join(dx['ontology_path'])}" if dx["ontology_path"] else "") if dx else
-            "none given (below the confidence threshold)"),
+            "none given (" + ("the photo is unlike the training images)" if ood and ood["unlike_training"]
+                              else "below the confidence threshold)")),
         f"- **Confidence:** {report['confidence']:.2f} (threshold {report['confidence_threshold']:.2f})",
         "",
         "**Differential** (share of likelihood over the model's diagnoses):",
@@ -195,5 +245,10 @@ def render_markdown(report: dict) -> str:
     ]
     lines += [f"| {i} | {d['label']} | {d['score']:.3f} | {' > '.join(d['ontology_path'])} |"
               for i, d in enumerate(report["differential"], 1)]
+    if ood:
+        lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
+    if report.get("explanation"):
+        lines += ["", f"**Where the model looked** (for {report['explanation']['answer']}): "
+                      f"![relevance overlay]({report['explanation']['png']}) — grid: {report['explanation']['json']}"]
     lines += ["", f"**Suggested next step.** {report['next_step']}", "", f"> **Disclaimer.** {report['disclaimer']}"]
     return "\n".join(lines) + "\n"

@@ -19,15 +19,32 @@ def _open_image(path: Path):
         raise typer.BadParameter(str(e), param_hint="--image") from e
 
 
-def _report_fn(model, processor, model_dir: Path):
+def _report_fn(model, processor, model_dir: Path, ood):
     """A renderer for /report, or None when the folder has no label vocabulary."""
-    from dermvqa.infer.report import build_report, load_labels, render_markdown
+    from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
 
     try:
         labels = load_labels(model_dir)
     except FileNotFoundError:
         return None
-    return lambda image: render_markdown(build_report(model, processor, image, labels, model_name=model_dir.name))
+    families = trained_families(model_dir)
+    return lambda image: render_markdown(build_report(model, processor, image, labels, model_name=model_dir.name,
+                                                      families=families, ood=ood))
+
+
+def _explain_fn(model, processor):
+    """/explain: ground the last answer, write explain_N.png/.json in the working directory, say where."""
+    from dermvqa.infer.grounding import explain, write_explanation
+
+    count = [0]
+
+    def run(image, question, answer):
+        count[0] += 1
+        info = write_explanation(image, explain(model, processor, image, question, answer), processor,
+                                 Path(f"explain_{count[0]}"))
+        return (f"(where the model looked for \"{answer[:60]}\": {info['png']} (overlay), {info['json']} (grid); "
+                f"hottest patch row {info['peak'][0]}, column {info['peak'][1]}; {info['seconds']:.2f} s)")
+    return run
 
 
 def chat(model: Path = MODEL,
@@ -35,9 +52,10 @@ def chat(model: Path = MODEL,
          question: str = typer.Option(None, "--question", help="answer this one question and exit"),
          max_new_tokens: int = typer.Option(256, help="longest answer in tokens"),
          device: str = DEVICE):
-    """Chat about a lesion photo in the terminal (streamed answers; /image, /report, /reset, /quit)."""
+    """Chat about a lesion photo in the terminal (streamed answers; /image, /report, /explain, /reset, /quit)."""
     from dermvqa.infer.chat import ChatSession, PromptTooLong
     from dermvqa.infer.generate import load_model
+    from dermvqa.infer.ood import load_summary
     from dermvqa.serve.terminal import chat_loop
 
     if question is not None and image is None:
@@ -45,8 +63,15 @@ def chat(model: Path = MODEL,
     photo = _open_image(image) if image is not None else None
     m, processor = load_model(model, device=device)
     session = ChatSession(m, processor, photo, max_new_tokens)
+    ood = load_summary(model)
+    ood_fn = (lambda im: ood.check(m, processor, im)) if ood is not None else None
     if question is None:
-        chat_loop(session, _report_fn(m, processor, model.resolve()))
+        chat_loop(session, _report_fn(m, processor, model.resolve(), ood), ood_fn=ood_fn,
+                  explain_fn=_explain_fn(m, processor))
+        return
+    verdict = ood_fn(photo) if ood_fn else None
+    if verdict and verdict["unlike_training"]:
+        typer.echo(verdict["message"])
         return
     try:
         for chunk in session.ask(question):
@@ -62,13 +87,17 @@ def report(model: Path = MODEL,
            top_k: int = typer.Option(5, help="diagnoses in the differential"),
            min_confidence: float = typer.Option(0.5, help="below this top score the report names no diagnosis"),
            out: Path = typer.Option(None, help="write the report here instead of printing it"),
+           explain: bool = typer.Option(False, "--explain", help="also write where the model looked for its top "
+                                        "diagnosis: OUT_explain.png (overlay) and OUT_explain.json (grid), or "
+                                        "IMAGE_explain.* in the working directory without --out"),
            device: str = DEVICE):
     """Structured caption report of one lesion photo: morphology, colour, diagnosis, differential, next step."""
     import json
 
     from data_gen.records import write_text_atomic
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import build_report, load_labels, render_markdown
+    from dermvqa.infer.ood import load_summary
+    from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
 
     if fmt not in ("md", "json"):
         raise typer.BadParameter(f"must be md or json, not {fmt!r}", param_hint="--format")
@@ -76,13 +105,39 @@ def report(model: Path = MODEL,
     labels = load_labels(model)
     m, processor = load_model(model, device=device)
     result = build_report(m, processor, photo, labels, top_k=top_k, min_confidence=min_confidence,
-                          model_name=model.resolve().name, image_name=image.name)
+                          model_name=model.resolve().name, image_name=image.name, families=trained_families(model),
+                          ood=load_summary(model),
+                          explain_to=(Path(f"{out.with_suffix('')}_explain") if out else Path(f"{image.stem}_explain"))
+                          if explain else None)
     text = json.dumps(result, indent=1) + "\n" if fmt == "json" else render_markdown(result)
     if out is None:
         typer.echo(text, nl=False)
         return
     write_text_atomic(out, text)
     typer.echo(f"report written to {out}")
+
+
+def ood_fit(model: Path = MODEL,
+            qa: Path = typer.Option(..., "--qa", exists=True, file_okay=False, help="the QA folder it trained on"),
+            images: Path = typer.Option(..., "--images", exists=True, file_okay=False,
+                                        help="folder the records' image paths are relative to"),
+            max_images: int = typer.Option(5000, help="most training images to summarise"),
+            device: str = DEVICE):
+    """Fit the out-of-distribution summary of a trained model's training images into its folder (no retraining)."""
+    from data_gen.records import read_records
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.ood import fit_from_records
+
+    records = read_records(qa, split="train")
+    if not records:
+        raise typer.BadParameter(f"no training records in {qa}", param_hint="--qa")
+    m, processor = load_model(model, device=device)
+    s = fit_from_records(m, processor, records, images, model, max_images=max_images)
+    if s is None:
+        raise typer.BadParameter(f"{qa} holds too few training images for a summary", param_hint="--qa")
+    typer.echo(f"out-of-distribution summary of {s.meta['n_fit']} images ({len(s.classes)} classes) written to "
+               f"{model}; abstains above {s.threshold:.3f} (the {s.meta['quantile']:.0%} point of "
+               f"{s.meta['n_held_out']} held-out training images)")
 
 
 serve_app = typer.Typer(help="Serve a model on this machine: web chat or an OpenAI-compatible API.",

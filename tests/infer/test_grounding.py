@@ -1,0 +1,87 @@
+"""Grounding maps: gradient x input is the first-order effect of each image token on the answer's log-probability,
+both methods score the same answer as option likelihood does, and the overlay/JSON describe the same map."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dermvqa.infer.generate import load_model
+from dermvqa.infer.grounding import (METHODS, _answer_logprob, _image_features, _inputs, explain,
+                                     explanation_payload, processor_view, write_explanation)
+from dermvqa.infer.likelihood import option_logprobs
+from tests.conftest import PAD_PHOTO
+
+QUESTION = "What is the most likely diagnosis for this lesion?"
+
+
+@pytest.fixture(scope="module")
+def setup(chatty_model_dir):
+    model, processor = load_model(chatty_model_dir, device="cpu")
+    return model, processor, Image.open(PAD_PHOTO).convert("RGB")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_map_covers_the_patch_grid_and_scores_the_answer_as_likelihood_does(setup, method):
+    model, processor, photo = setup
+    e = explain(model, processor, photo, QUESTION, "melanoma", method)
+    side = processor.image_processor.crop_size["height"] // processor.patch_size
+    assert e.grid.shape == (side, side) and np.isfinite(e.grid).all() and e.grid.std() > 0
+    expected = option_logprobs(model, processor, [photo], [QUESTION], [["melanoma"]])[0][0]
+    assert e.extra["answer_logprob"] == pytest.approx(expected, abs=1e-3)
+    if method == "rollout":  # shares of attention flow: non-negative, at most all of it
+        assert e.grid.min() >= 0 and e.grid.sum() <= 1 + 1e-6
+
+
+def test_gradient_times_input_predicts_the_effect_of_scaling_a_patch(setup):
+    model, processor, photo = setup
+    answer = "basal cell carcinoma"
+    e = explain(model, processor, photo, QUESTION, answer, "gradxinput")
+    ids, n_answer, pixels = _inputs(model, processor, photo, QUESTION, answer)
+    with torch.no_grad():
+        feats = _image_features(model, pixels)
+        is_image = ids[0] == model.config.image_token_id
+
+        def logp(scale_patch, eps):
+            f = feats.clone()
+            f[scale_patch] *= 1 + eps
+            embeds = model.get_input_embeddings()(ids).clone()
+            embeds[0, is_image] = f
+            return float(_answer_logprob(model(inputs_embeds=embeds).logits, ids, n_answer))
+
+        base, eps = logp(0, 0.0), 1e-3
+        side = e.grid.shape[0]
+        for flat in (int(np.argmax(e.grid)), int(np.argmin(e.grid)), 17):
+            change = (logp(flat, eps) - base) / eps  # d logp / d scale = grad . feats for that patch
+            assert change == pytest.approx(e.grid[flat // side, flat % side], rel=0.05, abs=1e-3)
+
+
+def test_overlay_and_grid_agree(setup, tmp_path):
+    model, processor, photo = setup
+    e = explain(model, processor, photo, QUESTION, "vitiligo")
+    info = write_explanation(photo, e, processor, tmp_path / "x")
+    grid = json.loads((tmp_path / "x.json").read_text())
+    assert grid["answer"] == "vitiligo" and grid["method"] == e.method
+    assert np.argmax(np.array(grid["grid"])) == np.argmax(e.grid) and grid["peak"] == list(e.peak()) == info["peak"]
+    assert max(map(max, grid["grid"])) == 1 and min(map(min, grid["grid"])) == 0
+    png = Image.open(tmp_path / "x.png")
+    assert png.size[0] > 400 and png.size[1] > 400
+    payload = explanation_payload(model, processor, photo, QUESTION, "vitiligo")
+    assert payload["grid"] == grid["grid"] and payload["overlay_png"].startswith("data:image/png;base64,")
+
+
+def test_view_is_the_centre_square_the_processor_sees(setup):
+    _, processor, _ = setup
+    wide = Image.new("RGB", (300, 100), (0, 0, 255))
+    wide.paste((255, 0, 0), (100, 0, 200, 100))  # the centre square is red
+    view = np.asarray(processor_view(wide, processor, 64), dtype=int)
+    assert view.shape == (64, 64, 3) and (view[..., 0] > 200).mean() > 0.95
+
+
+def test_bad_requests_are_refused(setup):
+    model, processor, photo = setup
+    with pytest.raises(ValueError, match="method"):
+        explain(model, processor, photo, QUESTION, "melanoma", "saliency")
+    with pytest.raises(ValueError, match="no answer"):
+        explain(model, processor, photo, QUESTION, "  ")
