@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from data_gen.records import write_parquet, write_text_atomic
+from dermvqa.infer.generate import load_model
+from dermvqa.model.folder import save_model_folder
 from dermvqa.train.export import export
 from dermvqa.train.trainer import run_training
 from tests.train.tiny_run import make_world, recipe
@@ -35,7 +37,8 @@ def test_trained_and_exported_model_folders_are_world_readable_and_pickle_free(t
     run = tmp_path / "run"
     final = run_training(recipe(world, run, epochs=1))
     exported = export(final, tmp_path / "export", "float32")
-    for folder in (run / "init", final, exported):  # the built start model, the trained one, its export
+    built = save_model_folder(*load_model(final, device="cpu"), tmp_path / "built", "BUILD_INFO.json", {})
+    for folder in (run / "init", final, exported, built):  # tiny start model, trained, export, build/convert writer
         entries = [folder, *folder.rglob("*")]
         files = {p.relative_to(folder).as_posix(): _mode(p) for p in entries if p.is_file()}
         assert "model.safetensors" in files and set(files.values()) == {0o644}, (folder, files)
