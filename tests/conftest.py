@@ -55,3 +55,26 @@ def chatty_model_dir(tiny_model_dir, tmp_path_factory):
     write_labels(out, [c.label for c in CONDITIONS], {c.label: list(c.path) for c in CONDITIONS},
                  sorted({t for c in CONDITIONS for t in c.concepts}))
     return out
+
+
+@pytest.fixture(scope="session")
+def trusted_model_dir(chatty_model_dir, tmp_path_factory):
+    """The chatty LLaVA with an out-of-distribution summary of 80 synthetic-world images and a data_summary.json
+    recording that it trained only the diagnosis and yes/no families; returns (model folder, world folder)."""
+    import csv
+    import json
+    import shutil
+
+    from data_gen.synthetic_world import build_world
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.ood import fit_from_records
+
+    root = tmp_path_factory.mktemp("trusted")
+    out, world = root / "model", root / "world"
+    shutil.copytree(chatty_model_dir, out)
+    rows = list(csv.DictReader(open(build_world(world, n_images=80, progress=False), encoding="utf-8")))
+    records = [{"image": r["filename"], "family": "diagnosis", "label": r["disease_label"]} for r in rows]
+    model, processor = load_model(out, device="cpu")
+    fit_from_records(model, processor, records, world / "images", out)
+    (out / "data_summary.json").write_text(json.dumps({"families": {"diagnosis": 80, "yes_no": 80}}))
+    return out, world

@@ -4,6 +4,11 @@ Each conversation carries exactly one image, as an `image_url` part holding a `d
 when the server was started with an allowed directory, a path (or file:// URL) inside it; remote URLs are never
 fetched. Decoding is greedy (temperature and top_p are accepted and ignored). Every refusal is a 4xx with an
 OpenAI-style error body, and the server keeps serving after it.
+Extra field (plain OpenAI clients neither send nor read it): a request may carry `"dermvqa": {"explain": true}`
+(non-streaming only); the reply then carries `"dermvqa": {"explanation": {grid, peak, overlay_png, ...}}`
+(dermvqa/infer/grounding.py). With the model's out-of-distribution summary every reply carries
+`"dermvqa": {"ood": {score, threshold, unlike_training, ...}}`, and a photo unlike the training images is
+answered with that notice instead of a diagnosis (no generation).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dermvqa.infer.chat import PromptTooLong, ReplyStream, check_fits, count_prompt_tokens
 from dermvqa.infer.generate import user_turn
+from dermvqa.infer.grounding import explanation_payload
 from dermvqa.serve.batcher import Batcher
 from dermvqa.serve.limits import ImageRejected, Limits, api_key_matches, decode_data_uri, load_image_file
 
@@ -56,6 +62,11 @@ class _Message(BaseModel):
     content: str | list[_Part] | None = None
 
 
+class _Extras(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    explain: bool = False
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # temperature, top_p, user, ...: accepted, not used
     model: str | None = None
@@ -64,6 +75,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int = 1
+    dermvqa: _Extras | None = None
 
 
 def parse_request(body: bytes) -> ChatRequest:
@@ -137,8 +149,13 @@ def to_conversation(req: ChatRequest, images: ImageSource, limits: Limits):
 
 def create_app(model, processor, model_name: str, api_key: str | None = None, allow_dir: str | Path | None = None,
                limits: Limits = Limits(), max_batch: int = 8, max_wait_s: float = 0.005,
-               default_max_tokens: int = 256) -> FastAPI:
+               default_max_tokens: int = 256, ood=None) -> FastAPI:
     batcher = Batcher(model, processor, max_batch, max_wait_s)
+    explain_lock = threading.Lock()
+
+    def explained(image, question, answer):
+        with explain_lock:  # one explanation at a time beside the batcher's generation
+            return explanation_payload(model, processor, image, question, answer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -198,6 +215,9 @@ def create_app(model, processor, model_name: str, api_key: str | None = None, al
                            "model_not_found")
         if req.n != 1:
             raise ApiError(400, "n must be 1")
+        explain = req.dermvqa is not None and req.dermvqa.explain
+        if explain and req.stream:
+            raise ApiError(400, "dermvqa.explain is available for non-streaming requests only")
         max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
         if max_new > limits.max_new_tokens:
             raise ApiError(400, f"max_tokens {max_new} is above this server's limit of {limits.max_new_tokens}")
@@ -209,12 +229,24 @@ def create_app(model, processor, model_name: str, api_key: str | None = None, al
         except PromptTooLong as e:
             raise ApiError(400, str(e), "context_length_exceeded") from e
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
+        verdict = await run_in_threadpool(ood.check, model, processor, image) if ood is not None else None
+        extra = {"ood": verdict} if verdict is not None else {}
+        if verdict and verdict["unlike_training"]:
+            if req.stream:
+                return StreamingResponse(_sse_notice(verdict["message"], meta, extra), media_type="text/event-stream")
+            return {**meta, "object": "chat.completion", "dermvqa": extra,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict["message"]},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
         if req.stream:
             stream = ReplyStream(model, processor, image, messages, max_new)
             batcher.submit_stream(stream)
             return StreamingResponse(_sse(stream, meta), media_type="text/event-stream")
         reply = await asyncio.wrap_future(batcher.submit(image, messages, max_new))
-        return {**meta, "object": "chat.completion",
+        if explain and reply.text.strip():
+            question = messages[-1]["content"][-1]["text"]  # user_turn: [image part,] text part
+            extra["explanation"] = await run_in_threadpool(explained, image, question, reply.text)
+        return {**meta, "object": "chat.completion", **({"dermvqa": extra} if extra else {}),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
                              "finish_reason": reply.finish_reason}],
                 "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
@@ -237,6 +269,15 @@ async def _sse(stream: ReplyStream, meta: dict):
         yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
         return
     yield event({}, stream.reply.finish_reason)
+    yield "data: [DONE]\n\n"
+
+
+async def _sse_notice(text: str, meta: dict, extra: dict):
+    """A streamed reply that is only the out-of-distribution notice."""
+    for delta, finish in (({"role": "assistant", "content": text}, None), ({}, "stop")):
+        chunk = {**meta, "object": "chat.completion.chunk", "dermvqa": extra,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
     yield "data: [DONE]\n\n"
 
 
@@ -272,8 +313,9 @@ def run_api(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
     import uvicorn
 
     from dermvqa.infer.generate import load_model
+    from dermvqa.infer.ood import load_summary
 
     model, processor = load_model(model_dir, device=device)
     app = create_app(model, processor, Path(model_dir).resolve().name, api_key, allow_dir, limits, max_batch,
-                     max_wait_s)
+                     max_wait_s, ood=load_summary(model_dir))
     uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=128)

@@ -133,3 +133,24 @@ def test_cli_rejects_a_text_file_posing_as_an_image(chatty_model_dir, tmp_path):
                                       "--question", Q1])
     assert result.exit_code == 2
     assert "not a readable image" in result.output
+
+
+def test_terminal_explains_the_last_answer_and_abstains_on_an_unlike_photo(trusted_model_dir, tmp_path, monkeypatch):
+    from dermvqa.infer.ood import NOTICE, load_summary
+    from dermvqa.serve.cli import _explain_fn
+
+    model_dir, world = trusted_model_dir
+    model, processor = load_model(model_dir, device="cpu")
+    ood = load_summary(model_dir)
+    familiar = world / "images" / "synthetic" / "lesion_00003.png"
+    session = ChatSession(model, processor, None, max_new_tokens=8)
+    script = iter(["/explain", f"/image {familiar}", Q1, "/explain", f"/image {PAD_PHOTO}", Q1, "/quit"])
+    out = io.StringIO()
+    monkeypatch.chdir(tmp_path)
+    answered = chat_loop(session, read=lambda _: next(script), out=out,
+                         ood_fn=lambda im: ood.check(model, processor, im), explain_fn=_explain_fn(model, processor))
+    text = out.getvalue()
+    assert answered == 1 and "nothing to explain yet" in text
+    assert "explain_1.png (overlay)" in text and (tmp_path / "explain_1.png").is_file()
+    assert text.count(NOTICE) == 2  # announced on loading the PAD photo, then instead of the answer
+    assert text.rstrip().endswith("examined in person.")

@@ -105,3 +105,35 @@ def test_cli_json_report_validates(setup, chatty_model_dir, tmp_path):
     md = CliRunner().invoke(app, ["report", "--model", str(chatty_model_dir), "--image", str(PAD_PHOTO),
                                   "--device", "cpu"])
     assert md.exit_code == 0 and "## Lesion report" in md.stdout and DISCLAIMER in md.stdout
+
+
+def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(trusted_model_dir, tmp_path):
+    from dermvqa.cli import app
+    from dermvqa.infer.ood import NOTICE, load_summary
+    from dermvqa.infer.report import NOT_ASSESSED, trained_families
+
+    model_dir, world = trusted_model_dir
+    assert trained_families(model_dir) == ["diagnosis", "yes_no"]
+    out = tmp_path / "pad.json"
+    result = CliRunner().invoke(app, ["report", "--model", str(model_dir), "--image", str(PAD_PHOTO), "--format",
+                                      "json", "--min-confidence", "0", "--out", str(out), "--explain",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    pad = json.loads(out.read_text())
+    validate_report(pad)
+    for section in ("morphology", "colour", "distribution", "body_site"):
+        assert pad[section] == NOT_ASSESSED
+    assert pad["ood"]["unlike_training"] and pad["ood"]["score"] > pad["ood"]["threshold"]
+    assert pad["diagnosis"] is None and pad["summary"].startswith(NOTICE)
+    assert pad["explanation"]["png"] == str(tmp_path / "pad_explain.png")
+    assert (tmp_path / "pad_explain.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "pad_explain.json").read_text())["answer"] == pad["explanation"]["answer"]
+    md = render_markdown(pad)
+    assert NOT_ASSESSED in md and NOTICE in md and "pad_explain.png" in md
+
+    model, processor = load_model(model_dir, device="cpu")
+    image = Image.open(world / "images" / "synthetic" / "lesion_00003.png")
+    familiar = build_report(model, processor, image, load_labels(model_dir), min_confidence=0.0,
+                            families=trained_families(model_dir), ood=load_summary(model_dir))
+    assert not familiar["ood"]["unlike_training"] and familiar["diagnosis"]["label"] == familiar["differential"][0]["label"]
+    validate_report(familiar)

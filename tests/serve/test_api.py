@@ -155,3 +155,31 @@ def test_openai_client_sees_errors_as_exceptions(served):
         client.chat.completions.create(model="chatty", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="not a readable image"):
         client.chat.completions.create(model="chatty", messages=ask(data_uri(b"GIF89a nope")), stream=True)
+
+
+def test_extra_field_explains_and_unlike_photos_get_the_notice(trusted_model_dir):
+    from dermvqa.infer.ood import NOTICE, load_summary
+
+    model_dir, world = trusted_model_dir
+    model, processor = load_model(model_dir, device="cpu")
+    app = create_app(model, processor, "trusted", default_max_tokens=8, ood=load_summary(model_dir))
+    familiar = data_uri((world / "images" / "synthetic" / "lesion_00003.png").read_bytes())
+    with ServerThread(app) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        plain = client.chat.completions.create(model="trusted", messages=ask(familiar), max_tokens=8)
+        body = {"model": "trusted", "messages": ask(familiar), "max_tokens": 8, "dermvqa": {"explain": True}}
+        r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+        pad = client.chat.completions.create(model="trusted", messages=ask(PAD_URI), max_tokens=8)
+        streamed = client.chat.completions.create(model="trusted", messages=ask(PAD_URI), max_tokens=8, stream=True)
+        pieces = "".join(c.choices[0].delta.content or "" for c in streamed)
+        refused = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60)
+    answer = r["choices"][0]["message"]["content"]
+    assert answer == plain.choices[0].message.content and answer
+    assert not r["dermvqa"]["ood"]["unlike_training"]
+    grid = r["dermvqa"]["explanation"]
+    assert grid["answer"] == answer and grid["rows"] == len(grid["grid"]) == 8
+    assert grid["overlay_png"].startswith("data:image/png;base64,")
+    Image.open(io.BytesIO(base64.b64decode(grid["overlay_png"].split(",", 1)[1]))).verify()
+    assert pad.choices[0].message.content.startswith(NOTICE) and pad.model_extra["dermvqa"]["ood"]["unlike_training"]
+    assert pieces == pad.choices[0].message.content
+    assert refused.status_code == 400 and "non-streaming" in refused.json()["error"]["message"]

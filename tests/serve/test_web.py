@@ -84,3 +84,47 @@ def test_upload_ask_and_report_in_a_real_browser(web, browser, tmp_path):
     for name in ("web_chat.png", "web_report.png"):
         assert (tmp_path / name).stat().st_size > 10_000
         print(f"screenshot: {tmp_path / name}")
+
+
+def test_overlay_under_the_answer_and_the_unlike_photo_notice(trusted_model_dir, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dermvqa.infer.ood import NOTICE, load_summary
+    from dermvqa.infer.report import trained_families
+
+    model_dir, world = trusted_model_dir
+    model, processor = load_model(model_dir, device="cpu")
+    demo = build_app(model, processor, load_labels(model_dir), "trusted", max_new_tokens=8,
+                     families=trained_families(model_dir), ood=load_summary(model_dir))
+    port = free_port()
+    launch(demo, port=port, block=False)
+    try:
+        wait = WebDriverWait(browser, 90)
+        browser.get(f"http://127.0.0.1:{port}/")
+        upload = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))[0]
+        upload.send_keys(str(world / "images" / "synthetic" / "lesion_00003.png"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#photo img"))
+        browser.find_element(By.CSS_SELECTOR, "#question textarea").send_keys(QUESTION)
+        browser.find_element(By.CSS_SELECTOR, "#send").click()
+        overlay = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation img"))[0]
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", overlay) > 300)
+        chat_box = browser.find_element(By.CSS_SELECTOR, "#chat").rect
+        assert overlay.rect["y"] > chat_box["y"] + chat_box["height"] - 1, "the overlay sits under the answer"
+        assert NOTICE not in browser.find_element(By.CSS_SELECTOR, "#ood-notice").text
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", overlay)
+        browser.save_screenshot(str(tmp_path / "web_overlay.png"))
+
+        browser.get(f"http://127.0.0.1:{port}/")  # a fresh page: a new photo
+        upload = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))[0]
+        upload.send_keys(str(PAD_PHOTO))
+        wait.until(lambda d: NOTICE in d.find_element(By.CSS_SELECTOR, "#ood-notice").text)
+        browser.find_element(By.CSS_SELECTOR, "#question textarea").send_keys(QUESTION)
+        browser.find_element(By.CSS_SELECTOR, "#send").click()
+        wait.until(lambda d: any(NOTICE in b.text for b in d.find_elements(By.CSS_SELECTOR, "#chat .message.bot")))
+        browser.save_screenshot(str(tmp_path / "web_ood.png"))
+    finally:
+        demo.close()
+    for name in ("web_overlay.png", "web_ood.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+        print(f"screenshot: {tmp_path / name}")
