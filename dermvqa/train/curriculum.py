@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 
 from data_gen.records import Records
 
+LONGEST = (1 << 20) - 1  # lengths are clipped here to fit the sort key
+
 
 def family_mask(records: Records, families) -> np.ndarray:
     if families == "all":
@@ -23,9 +25,10 @@ def family_mask(records: Records, families) -> np.ndarray:
 
 
 def text_lengths(records: Records) -> np.ndarray:
-    """Characters of question + answer per record, from the columns (no Python strings made)."""
-    return (pc.utf8_length(records.column("question")).to_numpy(zero_copy_only=False)
-            + pc.utf8_length(records.column("answer")).to_numpy(zero_copy_only=False))
+    """Characters of question + answer per record, computed on the mapped columns (no strings copied)."""
+    table = records.dataset.data.table
+    chars = [pc.utf8_length(table.column(name)).to_numpy() for name in ("question", "answer")]
+    return (chars[0] + chars[1])[records.rows]
 
 
 def curriculum_order(records: Records, phases: list[dict], seed: int, group: int = 0) -> np.ndarray:
@@ -45,22 +48,33 @@ def curriculum_order(records: Records, phases: list[dict], seed: int, group: int
             if not group:
                 parts.append(epoch)
                 continue
-            for start in range(0, len(epoch), 50 * group):
-                parts.append(_grouped(epoch[start:start + 50 * group], lengths, families, group))
+            parts.append(_grouped(epoch, lengths, families, group))
     return np.concatenate(parts)
 
 
-def _grouped(chunk: np.ndarray, lengths: np.ndarray, families: np.ndarray, group: int) -> np.ndarray:
-    """A mega-batch as batches of `group` similar-length records that keep the mega-batch's family mix.
+def _grouped(epoch: np.ndarray, lengths: np.ndarray, families: np.ndarray, group: int) -> np.ndarray:
+    """The epoch in mega-batches of 50 x `group`, each dealt into batches of `group` similar-length records
+    that keep the mega-batch's family mix.
 
-    Sorting the whole mega-batch by length would make steps single-family (families differ in
-    length); instead each family is sorted longest first and dealt out in equal slices, batch b
-    taking slice b of every family.
+    Sorting a mega-batch by length alone makes steps single-family (families differ in length);
+    instead each family is sorted longest first and cut into equal slices, batch b taking slice b of
+    every family. Vectorised over the whole epoch: sort keys, not Python loops over mega-batches.
     """
-    n_batches = -(-len(chunk) // group)
-    slices = [np.array_split(members[np.argsort(-lengths[members], kind="stable")], n_batches)
-              for members in (chunk[families[chunk] == f] for f in np.unique(families[chunk]))]
-    return np.concatenate([family_slices[b] for b in range(n_batches) for family_slices in slices])
+    mega = 50 * group
+    chunk = np.arange(len(epoch)) // mega
+    fam, length = families[epoch], np.minimum(lengths[epoch], LONGEST)
+    n_fam = int(families.max()) + 1
+    # within each (mega-batch, family): longest first, ties in epoch order (a stable sort of one int64 key)
+    by_family = np.argsort(((chunk * n_fam + fam) << 20) + (LONGEST - length), kind="stable")
+    run = (chunk * n_fam + fam)[by_family]
+    starts = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    sizes = np.diff(np.r_[starts, len(run)])
+    rank = np.arange(len(run)) - np.repeat(starts, sizes)  # position within its (mega-batch, family) run
+    c = chunk[by_family]
+    n_batches = -(-np.minimum(mega, len(epoch) - c * mega) // group)
+    batch = rank * n_batches // np.repeat(sizes, sizes)
+    final = np.argsort((((c * 50 * group + batch) * n_fam + fam[by_family]) << 20) + rank, kind="stable")
+    return epoch[by_family][final]
 
 
 def label_vocabulary(records: Records) -> dict:
