@@ -2,7 +2,7 @@
 
 Builds N QA records by resampling the 100 real Derm1M rows through `dermvqa data synth` (kept in
 --work and reused), then, in a fresh process per size, measures what training does before its
-first step: open the train split, order it by the tiny recipe's curriculum (length grouping on),
+first step: open the train split, order it as the Derm1M recipes do (one epoch, length grouping on),
 wrap it in QADataset and read the first --batches packed batches through a DataLoader with
 --workers workers. Prints the wall time to the first batch, the main process's peak RSS, and each
 worker's unique memory (USS) after the last batch. Images are one fixed in-memory picture: the
@@ -85,48 +85,56 @@ def measure(qa_dir: Path, processor_dir: Path, workers: int, batches: int, batch
 
     processor = AutoProcessor.from_pretrained(processor_dir)
     image = Image.new("RGB", (64, 64), (180, 90, 80))
-    phases = [{"families": ["diagnosis"], "epochs": 1}, {"families": "all", "epochs": 2}]
+    phases = [{"families": "all", "epochs": 1}]  # the Derm1M recipes' curriculum (configs/qwen2.5-7b)
     base_rss = psutil.Process().memory_info().rss
-    t0 = time.perf_counter()
-    if hasattr(rec, "open_records"):  # records as memory-mapped Arrow
+    arrow = hasattr(rec, "open_records")  # records as memory-mapped Arrow, or a list of dicts (before)
+    if arrow:
         from dermvqa.train.curriculum import curriculum_order
-
+    else:
+        from dermvqa.train.trainer import curriculum_order
+    t0 = time.perf_counter()
+    if arrow:  # the first open converts the shards into the datasets cache; every later open maps it
+        rec.open_records(qa_dir / "qa", split="train")
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if arrow:
         records = rec.open_records(qa_dir / "qa", split="train")
         ordered = records.take(curriculum_order(records, phases, 0, group=batch_size))
-    else:  # records as a list of dicts (before the change)
-        from dermvqa.train.trainer import curriculum_order
-
+    else:
         records = rec.read_records(qa_dir / "qa", split="train")
         ordered = curriculum_order(records, phases, 0, group=batch_size)
     opened = time.perf_counter() - t0
-    mix = {}
-    for group in (0, 128):  # the dominant family's share of each 128-sample step (grouped by length or not)
-        if hasattr(rec, "open_records"):
-            fam = np.asarray(records.column("family").to_pylist())[curriculum_order(records, phases, 0, group)]
-        else:
-            fam = np.asarray([r["family"] for r in curriculum_order(records, phases, 0, group)])
-        shares = [max(Counter(fam[s:s + 128]).values()) / 128 for s in range(0, len(fam) - 127, 128)]
-        mix[f"dominant family share, group {group}: median/p90"] = \
-            f"{np.median(shares):.2f}/{np.percentile(shares, 90):.2f}"
 
     class FixedImage(QADataset):
         def load_image(self, r):
             return image
 
-    dataset = FixedImage(ordered, "/nonexistent", processor, max_length=160)
+    dataset = FixedImage(ordered, "/nonexistent", processor, max_length=1024)  # the Derm1M recipes
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=PackingCollator(160, processor.tokenizer.pad_token_id))
+                                         collate_fn=PackingCollator(1024, processor.tokenizer.pad_token_id))
     it = iter(loader)
     next(it)
     first = time.perf_counter() - t0
     for _ in range(batches - 1):
         next(it)
     workers_uss = [c.memory_full_info().uss for c in psutil.Process().children()]
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    growth = psutil.Process().memory_info().rss - base_rss
     del it
-    return {"train records": len(records), "examples in curriculum": len(ordered), "open+order s": round(opened, 2),
-            "first batch s": round(first, 2), f"{batches} batches s": round(time.perf_counter() - t0, 1),
-            "main peak RSS MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "main RSS growth MB": round((psutil.Process().memory_info().rss - base_rss) / 2**20),
+    mix = {}
+    for group in (0, 128):  # the dominant family's share of each 128-sample step (grouped by length or not)
+        if arrow:
+            fam = np.asarray(records.column("family").to_pylist())[curriculum_order(records, phases, 0, group)]
+        else:
+            fam = np.asarray([r["family"] for r in curriculum_order(records, phases, 0, group)])
+        shares = [max(Counter(fam[s:s + 128]).values()) / 128 for s in range(0, len(fam) - 127, 128)]
+        mix[f"dominant family share, group {group}: median/p90"] = \
+            f"{np.median(shares):.2f}/{np.percentile(shares, 90):.2f}"
+    return {"train records": len(records), "examples in curriculum": len(ordered),
+            "first open (Arrow conversion) s": round(cold, 2), "open+order s": round(opened, 2),
+            "first batch s": round(first, 2), f"{batches} batches s": round(elapsed, 1),
+            "main peak RSS MB": round(peak), "main RSS growth MB": round(growth / 2**20),
             "worker USS MB": [round(u / 2**20) for u in workers_uss], **mix}
 
 
@@ -138,7 +146,7 @@ def main():
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose data path is measured")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--batches", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16, help="also the length-grouping size (stage2_lora's 16)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
