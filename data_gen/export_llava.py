@@ -20,6 +20,8 @@ def _conversation(image: str, records: list[dict], cid: str) -> dict:
     for i, r in enumerate(records):
         prompt = ("<image>\n" if i == 0 else "") + r["question"]
         turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": r["answer"]}]
+        for follow in r.get("follow_ups") or []:  # a multi-turn record continues its own conversation
+            turns += [{"from": "human", "value": follow["question"]}, {"from": "gpt", "value": follow["answer"]}]
     return {"id": cid, "image": image, "conversations": turns,
             "families": [r["family"] for r in records], "split": records[0]["split"]}
 

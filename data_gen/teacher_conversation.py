@@ -14,7 +14,7 @@ import json
 import re
 
 from data_gen.families.visibility import visible_location
-from data_gen.sentences import REASONS, split, unsupported
+from data_gen.sentences import REASONS, DiseaseNames, split, unsupported
 from data_gen.teacher import SYSTEM, LeakFilter, visible_facts
 
 FAMILY = "teacher_conversation"
@@ -69,7 +69,7 @@ def parse(text: str) -> tuple[list[dict], str]:
             for t in turns], ""
 
 
-def gate(turns: list[dict], caption: str, facts: str, leaks: LeakFilter, names: re.Pattern) -> str:
+def gate(turns: list[dict], caption: str, facts: str, leaks: LeakFilter, names: DiseaseNames) -> str:
     """Why the conversation must go ("" = keep): the first failing turn's reason."""
     asked: set[str] = set()
     for t in turns:

@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 
 from data_gen import gates
 from data_gen.derm1m import iter_rows
-from data_gen.families.caption import names_pattern
+from data_gen.families.caption import ontology_names
 from data_gen.ontology import Ontology
 from data_gen.records import OPEN, QARecord, write_parquet, write_text_atomic
-from data_gen.sentences import disease_names
+from data_gen.sentences import DiseaseNames
 from data_gen.split import stable_int
 from data_gen.teacher import LeakFilter
 from data_gen.teacher_cache import AnswerCache, cache_key
@@ -216,7 +216,7 @@ def teach_endpoint(qa_dir, csv_path, ontology_path, out_dir, ep: Endpoint, *, im
         raise FileNotFoundError(f"no parquet QA shards under {qa_dir}")
     rows = {r.filename: r for r in iter_rows(csv_path) if not r.problem}
     leaks = LeakFilter([r.caption for r in rows.values()])
-    names = names_pattern(Ontology.load(ontology_path)) if ontology_path else disease_names([])
+    names = ontology_names(Ontology.load(ontology_path)) if ontology_path else DiseaseNames([])
     total = sum(len(set(pq.read_table(f, columns=["image"]).column("image").to_pylist())) for f in files)
     total = min(total, limit) if limit is not None else total
     tally = Tally()

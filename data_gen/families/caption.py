@@ -4,15 +4,15 @@ Derm1M's captions are written by people (textbooks, papers, forums, video narrat
 no photo shows: history, duration, treatment, causes, age, counts, forum talk, "this video".
 Sentence by sentence (data_gen/sentences.py) such text is dropped and each dropped sentence is
 counted under its reason in the synthesis report; the kept sentences, verbatim except for figure
-marks like "(arrow)", are the answer. Captions that a converter wrote from the structured fields
-(the synthetic world, imported classification datasets) are not human text and give nothing here.
+marks like "(arrow)", are the answer. Captions composed from labels are not written text and give
+nothing here: the synthetic world's and imported datasets' (source_type synthetic/dataset), and
+Derm1M's `public` source ("This is a clinical skin image, diagnosed as warts molluscum and other
+viral infections." for a herpes photo: a dataset's category, which the diagnosis families ask better).
 """
 from __future__ import annotations
 
-import re
-
 from data_gen.families.common import RowContext
-from data_gen.sentences import FIGURE_MARKS, disease_names, ends, split, unsupported
+from data_gen.sentences import FIGURE_MARKS, DiseaseNames, ends, split, unsupported
 
 NAME = "caption"
 CAPTION_TEXT = True  # the answer is caption text: the caption-only-word gate does not apply to it
@@ -20,23 +20,23 @@ QUESTIONS = ["Describe this image.", "What does this image show?", "Write a capt
              "Describe what you see in this picture.", "Give a short description of this skin image."]
 ANSWERS: list[str] = []
 FIELDS = ["caption"]
-GENERATED_SOURCE_TYPES = {"synthetic", "dataset"}  # captions composed from the CSV fields, not written text
+TEMPLATED = {"source_type": {"synthetic", "dataset"}, "source": {"public"}}  # captions composed from labels
 # Ontology groups that are ordinary words, not disease names ("a benign lesion", "viral").
 GROUP_WORDS = {"benign", "malignant", "infectious", "non-infectious", "exogenous", "hereditary", "physical",
                "bacterial", "fungal", "viral", "parasitic", "melanocytic", "non-melanocytic", "inflammatory",
                "proliferations"}
-_NAME_PATTERNS: dict[int, re.Pattern] = {}
+_ONTOLOGY_NAMES: dict[int, DiseaseNames] = {}
 
 
-def names_pattern(ontology) -> re.Pattern:
-    """The disease-name pattern of an ontology (built once per ontology object)."""
+def ontology_names(ontology) -> DiseaseNames:
+    """The disease names of an ontology, less its group words (built once per ontology object)."""
     key = id(ontology)
-    if key not in _NAME_PATTERNS:
-        _NAME_PATTERNS[key] = disease_names(n for n in ontology.all_names() if n not in GROUP_WORDS)
-    return _NAME_PATTERNS[key]
+    if key not in _ONTOLOGY_NAMES:
+        _ONTOLOGY_NAMES[key] = DiseaseNames(n for n in ontology.all_names() if n not in GROUP_WORDS)
+    return _ONTOLOGY_NAMES[key]
 
 
-def judge(caption: str, names: re.Pattern) -> list[tuple[str, str]]:
+def judge(caption: str, names: DiseaseNames) -> list[tuple[str, str]]:
     """(sentence, reason) for every sentence of the caption, figure marks removed; reason "" = kept."""
     sentences = [FIGURE_MARKS.sub("", s) for s in split(caption)]
     out = []
@@ -49,9 +49,10 @@ def judge(caption: str, names: re.Pattern) -> list[tuple[str, str]]:
 
 
 def build(ctx: RowContext) -> list:
-    if ctx.row.source_type in GENERATED_SOURCE_TYPES:
-        return ctx.skip(NAME, f"caption composed from the fields ({ctx.row.source_type})", missing=True)
-    judged = judge(ctx.row.caption, names_pattern(ctx.corpus.ontology))
+    for column, values in TEMPLATED.items():
+        if getattr(ctx.row, column) in values:
+            return ctx.skip(NAME, f"caption composed from labels ({column} {getattr(ctx.row, column)})", missing=True)
+    judged = judge(ctx.row.caption, ontology_names(ctx.corpus.ontology))
     kept = [s if ends(s) else s + "." for s, why in judged if not why]
     for s, why in judged:
         if why:

@@ -1,4 +1,6 @@
 """Multi-turn records (`follow_ups`) become one training conversation; parquet without the column still reads."""
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,8 +15,8 @@ TURNS = [{"question": "What colour is it?", "answer": "red"}, {"question": "Is i
 
 
 def record(**kw):
-    return QARecord(id="r1", image="a.png", question="What is the most likely diagnosis?", answer="psoriasis",
-                    family="teacher_conversation", answer_type="open", **kw)
+    return QARecord(**{"id": "r1", "image": "a.png", "question": "What is the most likely diagnosis?",
+                       "answer": "psoriasis", "family": "teacher_conversation", "answer_type": "open", **kw})
 
 
 def test_follow_ups_round_trip_and_old_parquet_reads(tmp_path):
@@ -41,8 +43,28 @@ def test_every_answer_of_a_conversation_is_labelled_and_the_image_comes_once(tin
     ids, labels = item["input_ids"], item["labels"]
     labelled = processor.tokenizer.decode([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert labelled == "psoriasis<|im_end|>\nred<|im_end|>\nyes, raised<|im_end|>\n"
-    n_image = ids.count(processor.tokenizer.convert_tokens_to_ids("<image>"))
-    assert n_image == QADataset([{**rec, "follow_ups": []}], tmp_path, processor, max_length=2048)[0]["input_ids"].count(
-        processor.tokenizer.convert_tokens_to_ids("<image>")) > 0  # as many image tokens as a one-turn record
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    one_turn = QADataset([{**rec, "follow_ups": []}], tmp_path, processor, max_length=2048)[0]["input_ids"]
+    assert ids.count(image_id) == one_turn.count(image_id) > 0  # the image once, as in a one-turn record
     with pytest.raises(KeyError):
         record_messages({"question": "q", "answer": "a", "follow_ups": [{"question": "only a question"}]})
+
+
+def test_llava_export_keeps_the_follow_ups(tmp_path):
+    from data_gen.export_llava import export
+
+    write_parquet([record(follow_ups=TURNS)], tmp_path / "qa" / "p.parquet")
+    assert export(tmp_path / "qa", tmp_path / "x.json") == 1
+    (conv,) = json.loads((tmp_path / "x.json").read_text())
+    assert [t["value"] for t in conv["conversations"]] == [
+        "<image>\nWhat is the most likely diagnosis?", "psoriasis", "What colour is it?", "red", "Is it raised?",
+        "yes, raised"]
+
+
+def test_training_reader_sees_the_follow_ups(tmp_path):
+    from data_gen.records import open_records
+
+    write_parquet([record()], tmp_path / "qa" / "synth" / "p.parquet")
+    write_parquet([record(id="r2", follow_ups=TURNS)], tmp_path / "qa" / "teacher" / "p.parquet")
+    records = open_records(tmp_path / "qa", split="train")
+    assert [len(record_messages(r)) for r in records] == [2, 6]

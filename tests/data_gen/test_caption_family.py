@@ -1,26 +1,29 @@
 """The caption family: sentence reasons on written examples, the 100 real rows, and a synthetic world untouched."""
-import re
+import importlib.util
 
 import pytest
 
-from data_gen.families.caption import judge, names_pattern
+from data_gen.families.caption import judge, ontology_names
 from data_gen.ontology import Ontology
 from data_gen.records import read_records
 from data_gen.synth import synthesize
-from tests.conftest import ONTOLOGY, SAMPLE_CSV
+from tests.conftest import ONTOLOGY, REPO, SAMPLE_CSV
 from tests.data_gen.conftest import make_row, synth_kwargs, write_csv
 
-# Written apart from data_gen/sentences.py on purpose: what no kept sentence may state.
-AUDIT = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|twenty|hundred)\b"
-                   r"|\b(years?|months?|weeks?|days?|hours?|old|aged?|ago|since|history|duration|chronic|recurr\w*"
-                   r"|infant|child\w*|boy|girl|adult|elderly|male|female|treat\w*|therap\w*|medic\w*|cream|ointment"
-                   r"|\w*steroid\w*|antibiotic\w*|antifungal\w*|antihistamin\w*|surg\w*|excis\w*|biops\w*|laser"
-                   r"|inject\w*|dose|mg|prescri\w*)\b", re.IGNORECASE)
+def _audit():
+    """scripts/caption_stats.py's audit pattern, written apart from data_gen/sentences.py on purpose."""
+    spec = importlib.util.spec_from_file_location("caption_stats", REPO / "scripts" / "caption_stats.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.AUDIT
+
+
+AUDIT = _audit()
 
 
 @pytest.fixture(scope="module")
 def names():
-    return names_pattern(Ontology.load(ONTOLOGY))
+    return ontology_names(Ontology.load(ONTOLOGY))
 
 
 @pytest.mark.parametrize("sentence, reason", [
@@ -62,8 +65,8 @@ def test_real_rows_keep_only_supportable_sentences(real_caption_run, names):
     report, records = real_caption_run
     kept, dropped = report["tallies"]["caption sentences: kept"], report["tallies"]["caption sentences: dropped"]
     reasons = {k: v["count"] for k, v in report["rejections"].items() if k.startswith("caption: sentence dropped: ")}
-    assert sum(reasons.values()) == dropped > kept > 30  # every dropped sentence is counted under a reason
-    assert len(records) == report["families"]["caption"] > 30
+    assert sum(reasons.values()) == dropped > kept >= 15  # every dropped sentence is counted under a reason
+    assert len(records) == report["families"]["caption"] >= 13
     for r in records:
         assert r["family"] == "caption" and r["answer"].endswith((".", "!", "?"))
         assert not AUDIT.search(r["answer"]), r["answer"]
@@ -74,14 +77,17 @@ def test_real_rows_keep_only_supportable_sentences(real_caption_run, names):
 
 
 def test_caption_family_is_exempt_only_from_the_caption_word_gate(tmp_path):
-    rows = [make_row("a.png", caption="Close-up photo of red scaly plaques on the elbow. Treated with creams."),
-            make_row("b.png", caption="The description says red scaly plaques.")]
+    rows = [make_row("a.png", caption="Close-up photo of red scaly plaques on the elbow. Treated with creams.",
+                     source="pubmed_english"),
+            make_row("b.png", caption="The description says red scaly plaques.", source="pubmed_english"),
+            make_row("c.png", caption="This is a clinical skin image, diagnosed as psoriasis pictures.")]
     path = write_csv(tmp_path / "x.csv", rows)
     report = synthesize(path, ONTOLOGY, tmp_path / "out", families=["caption"], **synth_kwargs())
     records = read_records(tmp_path / "out" / "qa")
     assert [r["answer"] for r in records] == ["Close-up photo of red scaly plaques on the elbow."]
     assert report["rejections"]["caption: sentence dropped: treatment or procedure"]["count"] == 1
     assert report["rejections"]["caption: no sentence the image can support"]["count"] == 1
+    assert report["not_applicable"] == {"caption: caption composed from labels (source public)": 1}
 
 
 def test_synthetic_world_is_unchanged(world, tmp_path):
@@ -94,5 +100,5 @@ def test_synthetic_world_is_unchanged(world, tmp_path):
     without = synthesize(csv_path, csv_path.parent / "ontology.json", tmp_path / "without", images_dir=images,
                          families=others, **synth_kwargs())
     assert "caption" not in all_fams["families"] and all_fams["families"] == without["families"]
-    assert all_fams["not_applicable"]["caption: caption composed from the fields (synthetic)"] == 96
+    assert all_fams["not_applicable"]["caption: caption composed from labels (source_type synthetic)"] == 96
     assert read_records(tmp_path / "all" / "qa") == read_records(tmp_path / "without" / "qa")

@@ -136,7 +136,7 @@ def test_unknown_label_duplicates_and_comma_labels(tmp_path):
     assert rej["duplicate image row (filename seen before)"]["count"] == 1
     assert rej["label not in ontology (diagnosis questions skipped)"]["count"] == 1
     records = read_records(tmp_path / "out" / "qa")
-    assert {r["family"] for r in records if r["image"] == "b.png"} == {"morphology", "caption_report", "caption"}
+    assert {r["family"] for r in records if r["image"] == "b.png"} == {"morphology", "caption_report"}
     mel = [r for r in records if r["image"] == "c.png" and r["family"] == "diagnosis"]
     assert mel[0]["answer"] == "Malignant melanoma, melanoma"
     assert mel[0]["ontology_path"] == ["proliferations", "malignant", "melanocytic", "Malignant melanoma, melanoma"]

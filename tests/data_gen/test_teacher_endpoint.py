@@ -29,8 +29,8 @@ def qa_dir(real_run, tmp_path_factory):
 
 
 def fast(url, **kw):
-    return Endpoint(url, kw.pop("model", "teacher-x"), concurrency=kw.pop("concurrency", 4), timeout_s=kw.pop("timeout_s", 5),
-                    retries=kw.pop("retries", 2), backoff_s=0.01, max_backoff_s=0.05, **kw)
+    return Endpoint(url, kw.pop("model", "teacher-x"), concurrency=kw.pop("concurrency", 4),
+                    timeout_s=kw.pop("timeout_s", 5), retries=kw.pop("retries", 2), backoff_s=0.01, max_backoff_s=0.05)
 
 
 def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path):
