@@ -198,6 +198,20 @@ async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache
     return done
 
 
+async def _preflight(client, ep: Endpoint) -> None:
+    """Fail at once when the endpoint cannot be reached or refuses the key (not after every row's retries)."""
+    import openai
+
+    try:
+        await client.models.list()
+    except openai.APIConnectionError as e:
+        raise TeachError(f"{ep.url}: cannot reach the endpoint ({type(e).__name__}); is the server up?") from e
+    except openai.APIStatusError as e:
+        if e.status_code in (401, 403):
+            raise TeachError(f"{ep.url}: the endpoint answered {e.status_code} ({e.message}); check "
+                             "--api-key-env") from e  # other answers (no /models route): the chat calls decide
+
+
 def _record(job: _Job, turns: list[dict]) -> QARecord:
     best = max(job.records, key=lambda r: len(r["ontology_path"]))
     fields = sorted({f for r in job.records for f in r["fields"]} - {"caption"}) + ["caption (hidden context)"]
@@ -238,6 +252,7 @@ async def _teach_files(files, qa_dir, out_dir, rows, leaks, names, ep, images_di
 
     left = [total]
     async with openai.AsyncOpenAI(base_url=ep.url, api_key=ep.api_key, timeout=ep.timeout_s, max_retries=0) as client:
+        await _preflight(client, ep)
         with tqdm(total=total, desc=f"teacher {ep.model}", unit="row", disable=not progress) as bar:
             for file in files:
                 jobs = _jobs(file, rows, ep, Path(images_dir) if images_dir else None, tally, left)

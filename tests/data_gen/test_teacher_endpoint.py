@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,6 +105,17 @@ def test_wrong_key_stops_the_run(qa_dir, tmp_path):
         with pytest.raises(TeachError, match=r"answered 401 .*--api-key-env"):
             teach_endpoint(qa_dir[0], SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url), progress=False)
         assert fake.requests <= 4  # the workers in flight, not one request per row
+
+
+def test_unreachable_endpoint_fails_at_once(qa_dir, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    start = time.monotonic()
+    with pytest.raises(TeachError, match="cannot reach the endpoint"):
+        teach_endpoint(qa_dir[0], SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(f"http://127.0.0.1:{port}/v1"),
+                       progress=False)
+    assert time.monotonic() - start < 10
 
 
 def test_kill_9_resumes_without_asking_an_answered_row_again(qa_dir, tmp_path):
