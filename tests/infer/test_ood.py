@@ -74,3 +74,18 @@ def test_ood_fit_writes_a_summary_plain_transformers_ignores(chatty_model_dir, t
     outside = s.check(model, processor, Image.open(PAD_PHOTO))
     assert outside["unlike_training"] and outside["score"] > max(inside)
     assert load_summary(chatty_model_dir) is None
+
+
+def test_training_ends_with_a_summary_in_the_model_folder(tmp_path):
+    import stat
+
+    from dermvqa.train.trainer import run_training
+    from tests.train.tiny_run import make_world, recipe
+
+    world = make_world(tmp_path / "w", n=24)
+    final = run_training(recipe(world, tmp_path / "run", epochs=1))
+    s = load_summary(final)
+    assert s is not None and s.meta["n_fit"] + s.meta["n_held_out"] == 24 and len(s.classes) == 2
+    for name in (TENSORS_FILE, META_FILE):
+        assert stat.S_IMODE((final / name).stat().st_mode) & 0o044 == 0o044  # readable like the rest
+    LlavaForConditionalGeneration.from_pretrained(final)
