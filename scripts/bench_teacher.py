@@ -17,6 +17,7 @@ import argparse
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -69,13 +70,16 @@ def kill_and_resume(qa: Path, out: Path, latency: float, concurrency: int, kill_
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         first, answered = Counter(fake.calls), set(fake.answered)
+        with sqlite3.connect(out / "cache.sqlite") as db:
+            committed = {image for (image,) in db.execute("SELECT image FROM answers")}
         subprocess.run(cli + ["--endpoint", fake.url], check=True, capture_output=True)
         second = Counter(fake.calls) - first
     asked_twice = {row for row in first if second[row]}
-    print(f"kill -9 after {len(answered)} answers: first run reached the server for {len(first)} rows, the rerun for "
-          f"{len(second)}; rows asked in both runs: {len(asked_twice)}, of them answered before the kill: "
-          f"{len(asked_twice & answered)}; rows in all: {len(set(first) | set(second))}; most requests for one row: "
-          f"{max((first + second).values())}")
+    print(f"kill -9 after {len(answered)} answers sent by the server, {len(committed)} committed to the cache: the "
+          f"first run reached the server for {len(first)} rows, the rerun for {len(second)}; rows asked in both runs: "
+          f"{len(asked_twice)}, of them committed before the kill: {len(asked_twice & committed)}, answered by the "
+          f"server before the kill: {len(asked_twice & answered)}; rows in all: {len(set(first) | set(second))}; "
+          f"most requests for one row: {max((first + second).values())}")
 
 
 def main() -> None:

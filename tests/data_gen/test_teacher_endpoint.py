@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -50,7 +51,7 @@ def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path
         if row == rows["500"] and n == 0 or row == rows["dead"]:
             return 500, {"error": {"message": "boom"}}, 0.0
         if row == rows["timeout"] and n == 0:
-            return 200, completion(good_conversation(request)), 1.5  # past the client's 0.5 s
+            return 200, completion(good_conversation(request)), 4.0  # past the client's 2 s
         if row == rows["garbage body"] and n == 0:
             return 200, b"{not json at all", 0.0
         if row == rows["not json"]:
@@ -67,7 +68,7 @@ def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path
         return 200, completion(json.dumps({"conversation": turns})), 0.0
 
     with FakeEndpoint(script) as fake:
-        report = teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url, timeout_s=0.5),
+        report = teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url, timeout_s=2),
                                 progress=False)
         assert fake.requests == report["requests"] == len(images) + 1 + 1 + 1 + 1 + 2  # retries; dead: 3 tries
     assert report["retries"] == {"HTTP 429": 1, "HTTP 500": 3, "timeout": 1, "malformed response": 1}
@@ -118,24 +119,40 @@ def test_unreachable_endpoint_fails_at_once(qa_dir, tmp_path):
     assert time.monotonic() - start < 10
 
 
+def cached(out: Path) -> int:
+    """Answers the teacher process has committed so far (0 before its cache exists)."""
+    if not (out / "cache.sqlite").exists():
+        return 0
+    db = sqlite3.connect(out / "cache.sqlite")
+    try:
+        return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+    finally:
+        db.close()
+
+
 def test_kill_9_resumes_without_asking_an_answered_row_again(qa_dir, tmp_path):
     qa, images = qa_dir
     answered_before_kill = 20
     cli = [str(Path(sys.executable).parent / "dermvqa"), "data", "teach", "--qa", str(qa), "--csv", str(SAMPLE_CSV),
            "--ontology", str(ONTOLOGY), "--model", "teacher-x", "--out", str(tmp_path / "t"), "--concurrency", "4"]
+    served = []
     with FakeEndpoint(good) as fake:
         def script(row, n, request):
-            if len(fake.answered) >= answered_before_kill:
-                fake.hold.clear()  # the requests after these wait until the client is dead
+            with fake.lock:
+                served.append(row)
+                hold = len(served) > answered_before_kill
+            if hold:  # the requests after the first 20 wait until the client is dead
+                fake.hold.clear()
                 fake.hold.wait()
             return good(row, n, request)
         fake.script = script
         proc = subprocess.Popen(cli + ["--endpoint", fake.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
-        while (len(fake.answered) < answered_before_kill or fake.requests < answered_before_kill + 4) \
+        while (cached(tmp_path / "t") < answered_before_kill or fake.requests < answered_before_kill + 4) \
                 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # the client commits the answers it has
+            time.sleep(0.05)  # the client has committed 20 answers and has 4 requests in flight
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         first = dict(fake.calls)
