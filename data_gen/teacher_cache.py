@@ -1,7 +1,8 @@
 """Per-row answer cache of the endpoint teacher: SQLite, one committed row per paid answer.
 
-The key is a hash of (image, prompt version, model, the request body), so a rerun, a crash or a
-kill -9 resumes without sending an answered row again, while a new prompt, model or setting asks anew.
+The key is a hash of (image, prompt version, model, the request body, with an inline image by its
+sha256), so a rerun, a crash or a kill -9 resumes without sending an answered row again, while a new
+prompt, model, setting or image asks anew.
 WAL journaling: a killed process loses no committed answer.
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import mimetypes
 import random
@@ -122,8 +123,13 @@ class _Job:
     records: list[dict]
     caption: str
     facts: str
-    body: dict
-    key: str
+    image_file: Path | None  # sent inline when the run has --images; read only when the request goes out
+    key: str = ""
+
+    def body(self, ep: Endpoint, image_uri: str | None) -> dict:
+        return {"model": ep.model, "messages": messages(self.caption, self.facts, image_uri),
+                "max_tokens": ep.max_tokens, "temperature": ep.temperature,
+                "extra_headers": {"X-Row": quote(self.image, safe="")}}  # the row, for the server's logs
 
 
 def _jobs(file: Path, rows: dict, ep: Endpoint, images: Path | None, tally: Tally, left: list[int]) -> list[_Job]:
@@ -141,16 +147,13 @@ def _jobs(file: Path, rows: dict, ep: Endpoint, images: Path | None, tally: Tall
         if row is None:
             tally.failures.add("image has no row in the CSV (another --csv?)", f"{file.name}: {image}")
             continue
-        uri = None
-        if images is not None:
-            if not (images / image).is_file():
-                tally.failures.add("image file not found", str(images / image))
-                continue
-            uri = _image_uri(images / image)
-        facts = facts_for(recs, row)
-        body = {"model": ep.model, "messages": messages(row.caption, facts, uri), "max_tokens": ep.max_tokens,
-                "temperature": ep.temperature, "extra_headers": {"X-Row": quote(image, safe="")}}  # for server logs
-        jobs.append(_Job(image, recs, row.caption, facts, body, cache_key(image, PROMPT_VERSION, ep.model, body)))
+        if images is not None and not (images / image).is_file():
+            tally.failures.add("image file not found", str(images / image))
+            continue
+        job = _Job(image, recs, row.caption, facts_for(recs, row), images / image if images else None)
+        digest = hashlib.sha256(job.image_file.read_bytes()).hexdigest() if job.image_file else None
+        job.key = cache_key(image, PROMPT_VERSION, ep.model, job.body(ep, digest and f"sha256:{digest}"))
+        jobs.append(job)
     return jobs
 
 
@@ -173,7 +176,8 @@ async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache
         while not queue.empty():
             job = queue.get_nowait()
             try:
-                text, pt, ct = await ask(client, ep, job.body, tally)
+                uri = _image_uri(job.image_file) if job.image_file else None
+                text, pt, ct = await ask(client, ep, job.body(ep, uri), tally)
             except RowFailed as e:
                 tally.failures.add(e.args[0], f"{job.image}: {e.args[1]}".rstrip(": "))
             else:
