@@ -50,6 +50,7 @@ class FakeEndpoint:
         self.script = script
         self.calls: Counter = Counter()
         self.answered: list[str] = []
+        self.keys: set[str] = set()  # the Authorization headers seen
         self.lock = threading.Lock()
         self.hold = threading.Event()
         self.hold.set()
@@ -63,6 +64,7 @@ class FakeEndpoint:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 row = unquote(self.headers.get("X-Row", ""))
                 with endpoint.lock:
+                    endpoint.keys.add(self.headers.get("Authorization", ""))
                     n = endpoint.calls[row]
                     endpoint.calls[row] += 1
                 endpoint.hold.wait()

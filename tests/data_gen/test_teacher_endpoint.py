@@ -136,7 +136,9 @@ def test_kill_9_resumes_without_asking_an_answered_row_again(qa_dir, tmp_path):
     qa, images = qa_dir
     answered_before_kill = 20
     cli = [str(Path(sys.executable).parent / "dermvqa"), "data", "teach", "--qa", str(qa), "--csv", str(SAMPLE_CSV),
-           "--ontology", str(ONTOLOGY), "--model", "teacher-x", "--out", str(tmp_path / "t"), "--concurrency", "4"]
+           "--ontology", str(ONTOLOGY), "--model", "teacher-x", "--out", str(tmp_path / "t"), "--concurrency", "4",
+           "--api-key-env", "TEACH_TEST_KEY"]
+    env = {**os.environ, "TEACH_TEST_KEY": "sk-test-1"}
     served = []
     with FakeEndpoint(good) as fake:
         def script(row, n, request):
@@ -148,7 +150,8 @@ def test_kill_9_resumes_without_asking_an_answered_row_again(qa_dir, tmp_path):
                 fake.hold.wait()
             return good(row, n, request)
         fake.script = script
-        proc = subprocess.Popen(cli + ["--endpoint", fake.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cli + ["--endpoint", fake.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
         deadline = time.monotonic() + 120
         while (cached(tmp_path / "t") < answered_before_kill or fake.requests < answered_before_kill + 4) \
                 and proc.poll() is None and time.monotonic() < deadline:
@@ -159,9 +162,10 @@ def test_kill_9_resumes_without_asking_an_answered_row_again(qa_dir, tmp_path):
         answered = set(fake.answered)
         fake.script = good
         fake.hold.set()
-        rerun = subprocess.run(cli + ["--endpoint", fake.url], capture_output=True, text=True, timeout=300)
+        rerun = subprocess.run(cli + ["--endpoint", fake.url], capture_output=True, text=True, timeout=300, env=env)
         assert rerun.returncode == 0, rerun.stderr
         second = {row: n - first.get(row, 0) for row, n in fake.calls.items() if n - first.get(row, 0)}
+    assert fake.keys == {"Bearer sk-test-1"}  # --api-key-env names the variable; the key goes in the header
     assert len(answered) == answered_before_kill and len(first) == answered_before_kill + 4
     assert answered.isdisjoint(second)                  # no answered row is paid for twice
     assert set(first) - answered == set(first) & set(second)  # only the 4 in flight at the kill are asked again
