@@ -41,6 +41,25 @@ def test_shared_prefix_scores_equal_option_likelihood(tiny_model_dir):
     assert np.abs(np.log(ours[0]) - np.log(ours[1])).max() > 1e-3  # the image and question matter
 
 
+def test_stage0_augmentation_moves_pixels_not_content():
+    import torch
+
+    from dermvqa.train.tower_pretrain import augment_batch
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    y = augment_batch(x.clone(), torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.equal(x, y)
+    def dihedral(z):  # the 8 flips / quarter turns of a (C, H, W) image
+        return [v for u in (z, z.transpose(1, 2)) for v in (u, u.flip(1), u.flip(2), u.flip(1).flip(2))]
+
+    for a, b in zip(x, y):  # one of the 8 flips/turns of the image, then one brightness scale and a colour shift
+        scale = (b[0].max() - b[0].min()) / (a[0].max() - a[0].min())
+        assert 0.9 <= float(scale) <= 1.1
+        undone = (b - b.flatten(1).min(1).values[:, None, None]) / scale + a.flatten(1).min(1).values[:, None, None]
+        assert any(torch.allclose(undone, d, atol=1e-4) for d in dihedral(a))
+    assert torch.equal(augment_batch(x.clone(), torch.Generator().manual_seed(0)), y)
+
+
 def _subset(tmp_path, per_class=8):
     """A HAM10000-shaped folder with `per_class` images of each dx in the DermaMNIST train and test splits."""
     split = {r["image_id"]: r["split"] for r in csv.DictReader(open(HAM / "dermamnist_split.csv"))}
