@@ -25,7 +25,8 @@ def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
                                  "and dermamnist_split.csv", param_hint="--data")
     r = run_ham(Path(data), out, recipe, seed)
     typer.echo(f"\nDermaMNIST official test split ({r['official_test']['option_likelihood']['n']} images); "
-               f"lesion-disjoint part ({r['lesion_disjoint_test']['option_likelihood']['n']}) in brackets; blind control after /")
+               f"lesion-disjoint part ({r['lesion_disjoint_test']['option_likelihood']['n']}) in brackets; "
+               "blind control after /")
     for key, name in (("option_likelihood", "7-class by option likelihood"), ("open_answer", "open answer -> class")):
         o, d = r["official_test"][key], r["lesion_disjoint_test"][key]
         b = r["official_test_blind"][key]

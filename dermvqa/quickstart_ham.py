@@ -49,14 +49,17 @@ def class_metrics(gold: list[int], pred: list[int], probs: np.ndarray | None = N
     recall = {CLASSES[c]: float((p[y == c] == c).mean()) for c in range(k) if (y == c).any()}
     f1 = []
     for c in range(k):
-        tp, fp, fn = int(((p == c) & (y == c)).sum()), int(((p == c) & (y != c)).sum()), int(((p != c) & (y == c)).sum())
+        tp, fp, fn = (int(((p == c) & (y == c)).sum()), int(((p == c) & (y != c)).sum()),
+                      int(((p != c) & (y == c)).sum()))
         f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     malignant = np.array([CLASSES[c] in MALIGNANT for c in range(k)])
     benign_gold = ~malignant[y]
     called_malignant = np.array([q >= 0 and malignant[q] for q in p])
-    out = {"n": int(len(y)), "accuracy": float((p == y).mean()), "balanced_accuracy": float(np.mean(list(recall.values()))),
-           "macro_f1": float(np.mean(f1)), "melanoma_recall": recall.get(MELANOMA, float("nan")),
-           "benign_called_malignant": float(called_malignant[benign_gold].mean()) if benign_gold.any() else float("nan"),
+    nan = float("nan")
+    out = {"n": int(len(y)), "accuracy": float((p == y).mean()),
+           "balanced_accuracy": float(np.mean(list(recall.values()))), "macro_f1": float(np.mean(f1)),
+           "melanoma_recall": recall.get(MELANOMA, nan),
+           "benign_called_malignant": float(called_malignant[benign_gold].mean()) if benign_gold.any() else nan,
            "unmapped_answers": int((p < 0).sum()), "recall": recall}
     if probs is not None:
         per_class = [auc(probs[:, c], y == c) for c in range(k)]

@@ -1,4 +1,4 @@
-"""Fitzpatrick17k (`fitzpatrick17k.csv`: md5hash, fitzpatrick_scale, label, three_partition_label, url) -> Derm1M format.
+"""Fitzpatrick17k (`fitzpatrick17k.csv`: md5hash, fitzpatrick_scale, label, three_partition_label) -> Derm1M format.
 
 Clinical atlas photographs with a Fitzpatrick skin type (1-6; -1 unknown) per image: the real
 skin-type labels for fairness strata. The 114 labels are resolved against the Derm1M ontology (so

@@ -1,4 +1,5 @@
-"""Importers to the Derm1M format: HAM10000 and Fitzpatrick17k on the real files in ../shared, PAD-UFES-20 on fixtures."""
+"""Importers to the Derm1M format: HAM10000 and Fitzpatrick17k on the real files in ../shared, PAD-UFES-20 on
+fixtures of its metadata format."""
 import csv
 import shutil
 
