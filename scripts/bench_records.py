@@ -5,11 +5,13 @@ Builds N QA records by resampling the 100 real Derm1M rows through `dermvqa data
 first step: open the train split, order it as the Derm1M recipes do (one epoch, length grouping on),
 wrap it in QADataset and read the first --batches packed batches through a DataLoader with
 --workers workers. Prints the wall time to the first batch, the main process's peak RSS, and each
-worker's unique memory (USS) after the last batch. Images are one fixed in-memory picture: the
+worker's unique memory (USS) after the last batch; the main process's CPU seconds to the first batch
+are the figure a loaded machine does not inflate. Images are one fixed in-memory picture: the
 bench measures the record path, not JPEG decoding.
 
 Usage: python scripts/bench_records.py [--sizes 1000000 3000000] [--work DIR] [--repo DIR]
-`--repo` measures another checkout (e.g. a worktree of the commit before a change) the same way.
+`--repo` measures another checkout (e.g. a worktree of the commit before a change) the same way;
+`--eval` also times `dermvqa eval --bench qa:...:test` from its start to its first answer.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ def measure(qa_dir: Path, processor_dir: Path, workers: int, batches: int, batch
     if arrow:  # the first open converts the shards into the datasets cache; every later open maps it
         rec.open_records(qa_dir / "qa", split="train")
     cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if arrow:
         records = rec.open_records(qa_dir / "qa", split="train")
         ordered = records.take(curriculum_order(records, phases, 0, group=batch_size))
@@ -114,7 +116,7 @@ def measure(qa_dir: Path, processor_dir: Path, workers: int, batches: int, batch
                                          collate_fn=PackingCollator(1024, processor.tokenizer.pad_token_id))
     it = iter(loader)
     next(it)
-    first = time.perf_counter() - t0
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for _ in range(batches - 1):
         next(it)
     workers_uss = [c.memory_full_info().uss for c in psutil.Process().children()]
@@ -133,9 +135,41 @@ def measure(qa_dir: Path, processor_dir: Path, workers: int, batches: int, batch
             f"{np.median(shares):.2f}/{np.percentile(shares, 90):.2f}"
     return {"train records": len(records), "examples in curriculum": len(ordered),
             "first open (Arrow conversion) s": round(cold, 2), "open+order s": round(opened, 2),
-            "first batch s": round(first, 2), f"{batches} batches s": round(elapsed, 1),
+            "first batch s": round(first, 2), "first batch main-process CPU s": round(first_cpu, 2),
+            f"{batches} batches s": round(elapsed, 1),
             "main peak RSS MB": round(peak), "main RSS growth MB": round(growth / 2**20),
             "worker USS MB": [round(u / 2**20) for u in workers_uss], **mix}
+
+
+def time_eval(qa_dir: Path, model_dir: Path, out: Path, limit: int = 8) -> float:
+    """Seconds from `dermvqa eval --bench qa:DIR:test --limit N` starting to its first answer on disk.
+
+    The first N test images are written (copies of one real HAM10000 photo) so there is something to answer."""
+    import shutil
+
+    import numpy as np
+
+    from data_gen.records import open_records
+
+    photo = next((REPO.parent / "shared" / "data" / "ham10000" / "images").glob("*.jpg"))
+    test = open_records(qa_dir / "qa", split="test")
+    for name in test.take(np.arange(limit)).column("image").to_pylist():  # the questions eval takes first
+        (qa_dir / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, qa_dir / "images" / name)
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    run = subprocess.Popen([sys.executable, "-m", "dermvqa.cli", "eval", "--model", str(model_dir), "--bench",
+                            f"qa:{qa_dir}:test:root={qa_dir / 'images'}", "--out", str(out), "--limit", str(limit),
+                            "--no-blind", "--batch-size", "1"], cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    answers = out / "answers.jsonl"
+    while not (answers.is_file() and answers.read_text().strip()):
+        if run.poll() is not None:
+            raise RuntimeError(f"dermvqa eval ended (exit {run.returncode}) before answering")
+        time.sleep(0.05)
+    first = time.perf_counter() - t0
+    run.wait()
+    return first
 
 
 def main():
@@ -147,6 +181,7 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16, help="also the length-grouping size (stage2_lora's 16)")
+    ap.add_argument("--eval", action="store_true", help="also time `dermvqa eval` to its first answer per size")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -175,6 +210,9 @@ def main():
             print(f"{n:,}: failed\n{run.stderr[-3000:]}")
             continue
         print(f"{n:,} records: " + ", ".join(f"{k} {v}" for k, v in json.loads(line[7:]).items()), flush=True)
+        if args.eval:
+            print(f"{n:,} records: dermvqa eval answered its first question after "
+                  f"{time_eval(qa_dir, processor_dir, args.work / f'eval_{n}'):.1f} s", flush=True)
 
 
 if __name__ == "__main__":

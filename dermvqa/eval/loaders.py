@@ -17,11 +17,13 @@ LOADERS = {"qa": qa.load, "mmskin": mmskin.load, "dermavqa": dermavqa.load, "sla
            "vqarad": radiology.load_vqarad, "zeroshot": zeroshot.load, "ham10000": ham10000.load}
 
 
-def load_bench(spec: str, strict: bool = True) -> Bench:
+def load_bench(spec: str, strict: bool = True, limit: int | None = None) -> Bench:
+    """The benchmark a SPEC names. `limit`: only the first N items of our own QA records are built (a corpus of
+    millions opens in seconds); the other kinds are small and always load whole before the runner cuts them."""
     s = parse_spec(spec)
     if not s.path.exists():
         raise BenchError(f"bench {spec!r}: {s.path} does not exist")
-    loaded = LOADERS[s.kind](s.path, s.args, s.opts)
+    loaded = LOADERS[s.kind](s.path, s.args, s.opts | ({"limit": str(limit)} if limit and s.kind == "qa" else {}))
     if not loaded.items:
         raise BenchError(f"{s.path}: no benchmark items")
     split = s.opts.get("split") or loaded.default_split

@@ -122,7 +122,7 @@ def run_eval(model_dir, bench_spec: str, out_dir, batch_size: int = 8, limit: in
     if batch_size < 1 or (limit is not None and limit < 1):
         raise ValueError("batch_size and limit must be positive")
     t0 = time.perf_counter()
-    bench = load_bench(bench_spec)
+    bench = load_bench(bench_spec, limit=limit)
     selected = bench.items[:limit] if limit else bench.items
     items, missing = check_images(selected)
     out = Path(out_dir)

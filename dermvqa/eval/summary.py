@@ -122,7 +122,8 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         not_computed["meteor"] = scorer.meteor_missing
     metrics = {
         **headline(overall),
-        "benchmark": {"spec": bench.spec, "kind": bench.kind, "items_in_benchmark": len(bench.items),
+        "benchmark": {"spec": bench.spec, "kind": bench.kind,
+                      "items_in_benchmark": bench.info.get("items_in_split", len(bench.items)),
                       "items_selected": len(items) + len(missing), "items_scored": len(items),
                       "loader_skipped": bench.skipped, "loader": bench.info,
                       "missing_images": {"count": len(missing), "ids": dict(sorted(missing.items()))}},

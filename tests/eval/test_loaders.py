@@ -32,6 +32,9 @@ def test_qa_parquet_loader(qa_world):
     assert mc.split == "test" and len(load_bench(f"qa:{qa_world}:train").items) == 1
     present, missing = check_images(bench.items)
     assert list(missing) == ["gone"] and "not found" in missing["gone"] and len(present) == 36
+    first = load_bench(f"qa:{qa_world}", limit=5)  # a corpus of millions: only the items eval will take
+    assert [it.id for it in first.items] == [it.id for it in bench.items[:5]]
+    assert first.info["items_in_split"] == len(bench.items) == bench.info["items_in_split"]
 
 
 def test_dermavqa_real_iiyi_valid_file(tmp_path):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
+
 from dermvqa.eval.benchmarks.common import BenchError, ImageFinder, Loaded
 from dermvqa.eval.items import EvalItem
 
@@ -30,6 +33,9 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     records = open_records(qa_dir, split=None if split == "all" else split)  # memory-mapped, split chosen in Arrow
     if not len(records):
         raise BenchError(f"{qa_dir}: no QA records in split {split!r}")
+    info = {"split": split, "items_in_split": len(records)}
+    if opts.get("limit"):
+        records = records.take(np.arange(min(int(opts["limit"]), len(records))))
     base = path if path.is_dir() else path.parent
     if opts.get("root"):
         if not Path(opts["root"]).is_dir():
@@ -38,14 +44,16 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     else:
         roots = _report_roots(qa_dir, base)
     find = ImageFinder(roots)
-    cols = {name: records.column(name).to_pylist() for name in (
+    col = {name: records.column(name) for name in (
         "id", "image", "question", "answer", "answer_type", "options", "answer_index", "label", "family", "source",
-        "ontology_path", "fitzpatrick", "split")}
-    found = {image: find(image) for image in dict.fromkeys(cols["image"])}  # records share images ~6x
-    items = [EvalItem(
-        id=c["id"], images=[found[c["image"]]], question=c["question"], references=[c["answer"]],
-        answer_type=c["answer_type"], options=list(c["options"] or []), answer_index=int(c["answer_index"]),
-        label=c["label"] or "", family=c["family"], source=c["source"] or "",
-        group=(c["ontology_path"] or [""])[0], fitzpatrick=int(c["fitzpatrick"] or 0), split=c["split"] or "",
-    ) for c in (dict(zip(cols, row)) for row in zip(*cols.values()))]
-    return Loaded(items, info={"split": split}, roots=roots)
+        "fitzpatrick", "split")}
+    group = pc.list_slice(records.column("ontology_path"), 0, 1)  # the ontology's top level, sliced in Arrow
+    images = col.pop("image").to_pylist()
+    found = {image: find(image) for image in dict.fromkeys(images)}  # records share images ~6x
+    columns = [c.to_pylist() for c in col.values()]
+    items = [EvalItem(id=i, images=[found[im]], question=q, references=[a], answer_type=t, options=o or [],
+                      answer_index=ai, label=lab or "", family=f, source=src or "", group=g or "", fitzpatrick=fz or 0,
+                      split=sp or "")
+             for im, (i, q, a, t, o, ai, lab, f, src, fz, sp), (g, ) in zip(images, zip(*columns),
+                                                                            (p or [""] for p in group.to_pylist()))]
+    return Loaded(items, info=info, roots=roots)
