@@ -36,21 +36,26 @@ def test_batched_equals_one_by_one(model_and_processor):
         assert b == pytest.approx(s, abs=1e-4)
 
 
-def test_matches_a_plain_forward_pass(model_and_processor):
-    """Summed log-prob equals the one read off an unpadded full forward pass of prompt + reply."""
-    model, processor = model_and_processor
-    q, opt = QUESTIONS[1], OPTIONS[1][1]
-    enc = processor(images=[IMAGES[1]], text=[prompt_text(processor, [user_turn(q)])], return_tensors="pt")
-    cont = processor.tokenizer(continuation_text(processor, q, opt), add_special_tokens=False)["input_ids"]
+def _forward_logprob(model, processor, image, question, reply) -> tuple[float, int]:
+    """Summed log-prob of `reply` read off one unpadded forward pass of prompt + reply, and its token count."""
+    enc = processor(images=[image], text=[prompt_text(processor, [user_turn(question)])], return_tensors="pt")
+    cont = processor.tokenizer(continuation_text(processor, question, reply), add_special_tokens=False)["input_ids"]
     ids = torch.cat([enc["input_ids"][0], torch.tensor(cont)])[None]
     with torch.no_grad():
         logp = model(input_ids=ids, pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
     start = ids.shape[1] - len(cont)
-    expected = sum(logp[start + j - 1, t].item() for j, t in enumerate(cont))
+    return sum(logp[start + j - 1, t].item() for j, t in enumerate(cont)), len(cont)
+
+
+def test_matches_a_plain_forward_pass(model_and_processor):
+    """Summed log-prob equals the one read off an unpadded full forward pass of prompt + reply."""
+    model, processor = model_and_processor
+    q, opt = QUESTIONS[1], OPTIONS[1][1]
+    expected, n_tokens = _forward_logprob(model, processor, IMAGES[1], q, opt)
     got = option_logprobs(model, processor, [IMAGES[1]], [q], [OPTIONS[1]], batch_size=3)[0][1]
     assert got == pytest.approx(expected, abs=1e-4)
     mean = option_logprobs(model, processor, [IMAGES[1]], [q], [OPTIONS[1]], reduce="mean")[0][1]
-    assert mean == pytest.approx(expected / len(cont), abs=1e-4)
+    assert mean == pytest.approx(expected / n_tokens, abs=1e-4)
 
 
 def test_reply_continuation_ends_the_turn(model_and_processor):
@@ -79,13 +84,7 @@ def test_finding_families_score_the_whole_trained_reply(model_and_processor):
     for i in (0, 2):
         assert replies[i] == [f"{finding_of(greedy[i])}. Answer: {o}." for o in OPTIONS[i]]
     q, reply = QUESTIONS[0], replies[0][1]
-    enc = processor(images=[IMAGES[0]], text=[prompt_text(processor, [user_turn(q)])], return_tensors="pt")
-    cont = processor.tokenizer(continuation_text(processor, q, reply), add_special_tokens=False)["input_ids"]
-    ids = torch.cat([enc["input_ids"][0], torch.tensor(cont)])[None]
-    with torch.no_grad():
-        logp = model(input_ids=ids, pixel_values=enc["pixel_values"]).logits[0].float().log_softmax(-1)
-    start = ids.shape[1] - len(cont)
-    expected = sum(logp[start + j - 1, t].item() for j, t in enumerate(cont))
+    expected, _ = _forward_logprob(model, processor, IMAGES[0], q, reply)
     assert option_logprobs(model, processor, IMAGES[:1], [q], replies[:1])[0][1] == pytest.approx(expected, abs=1e-4)
 
 
