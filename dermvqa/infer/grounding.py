@@ -1,9 +1,12 @@
 """Where the model looked: per-patch relevance of the image tokens for one (image, question, answer).
 
-Two methods on a plain `LlavaForConditionalGeneration` (CPU or GPU, any dtype):
-- `gradxinput` (the default): the answer's log-probability (the whole assistant reply, as in
-  dermvqa/infer/likelihood.py) is differentiated with respect to the projected image-token embeddings
-  that enter the LLM; a patch's relevance is the sum over the hidden size of gradient × embedding.
+Three methods on a plain `LlavaForConditionalGeneration` (CPU or GPU, any dtype), all explaining the
+answer's log-probability (the whole assistant reply, as in dermvqa/infer/likelihood.py):
+- `pixels` (the default): gradient × input on the normalised pixels, through the vision tower, the
+  projector and the LLM; a patch's relevance is the summed |gradient × pixel| over its pixels.
+- `gradxinput`: gradient × input on the projected image-token embeddings that enter the LLM; a patch's
+  relevance is the sum over the hidden size of gradient × embedding. The tower has already mixed the
+  patches by then, so this map points less well at the lesion.
 - `rollout`: attention rollout through the LLM's layers (heads averaged, identity added for the
   residual, rows renormalised), read from the positions that predict the answer tokens to the image tokens.
 `scripts/bench_trust.py` compares them by the pointing game on the synthetic world's lesion masks;
@@ -26,8 +29,8 @@ from PIL import Image
 from dermvqa.infer.generate import encode_prompts, prompt_text, user_turn
 from dermvqa.infer.likelihood import continuation_text
 
-METHODS = ("gradxinput", "rollout")
-DEFAULT_METHOD = "gradxinput"
+METHODS = ("pixels", "gradxinput", "rollout")
+DEFAULT_METHOD = "pixels"
 SCHEMA_ID = "dermvqa.explanation/1"
 
 
@@ -109,6 +112,19 @@ def _gradxinput(model, ids, n_answer, pixel_values):
     return (grad.float() * feats.detach().float()).sum(-1), float(logp.detach())
 
 
+def _pixels(model, ids, n_answer, pixel_values):
+    side = pixel_values.shape[-1] // model.config.vision_config.patch_size
+    with torch.enable_grad():
+        pixels = pixel_values.detach().requires_grad_(True)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels,
+                       logits_to_keep=n_answer + 1).logits
+        logp = _answer_logprob(logits, ids, n_answer)
+        (grad,) = torch.autograd.grad(logp, pixels)
+    saliency = (grad.float() * pixels.detach().float()).abs().sum(1)[0]  # rows x cols of pixels
+    patch = saliency.shape[-1] // side
+    return saliency.reshape(side, patch, side, patch).sum((1, 3)).flatten(), float(logp.detach())
+
+
 @torch.inference_mode()
 def _rollout(model, ids, n_answer, pixel_values):
     previous = model.config._attn_implementation
@@ -138,7 +154,8 @@ def explain(model, processor, image: Image.Image, question: str, answer: str,
         raise ValueError("there is no answer to explain (empty reply)")
     t0 = time.perf_counter()
     ids, n_answer, pixels = _inputs(model, processor, image, question, answer)
-    per_token, logp = (_gradxinput if method == "gradxinput" else _rollout)(model, ids, n_answer, pixels)
+    per_token, logp = {"pixels": _pixels, "gradxinput": _gradxinput, "rollout": _rollout}[method](
+        model, ids, n_answer, pixels)
     return Explanation(_grid(per_token), method, question, answer, time.perf_counter() - t0,
                        {"answer_logprob": round(logp, 4)})
 

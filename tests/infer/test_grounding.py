@@ -85,3 +85,24 @@ def test_bad_requests_are_refused(setup):
         explain(model, processor, photo, QUESTION, "melanoma", "saliency")
     with pytest.raises(ValueError, match="no answer"):
         explain(model, processor, photo, QUESTION, "  ")
+
+
+def test_pixel_map_bounds_the_effect_of_scaling_a_patch(setup):
+    model, processor, photo = setup
+    answer = "melanoma"
+    e = explain(model, processor, photo, QUESTION, answer, "pixels")
+    ids, n_answer, pixels = _inputs(model, processor, photo, QUESTION, answer)
+    patch, side = model.config.vision_config.patch_size, e.grid.shape[0]
+
+    def logp(flat, eps):
+        scaled = pixels.clone()
+        r, c = divmod(flat, side)
+        scaled[..., r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] *= 1 + eps
+        with torch.no_grad():
+            return float(_answer_logprob(model(input_ids=ids, pixel_values=scaled).logits, ids, n_answer))
+
+    base, eps = logp(0, 0.0), 1e-3
+    assert e.grid.min() >= 0
+    for flat in (int(np.argmax(e.grid)), 5, 40):
+        change = abs(logp(flat, eps) - base) / eps  # |sum of gradient x pixel| <= sum of |gradient x pixel|
+        assert change <= e.grid[flat // side, flat % side] * 1.05 + 1e-3
