@@ -108,7 +108,7 @@ class OodSummary:
 
 
 def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quantile: float = 0.99,
-        shrinkage: float = 0.1, meta: dict | None = None) -> OodSummary:
+        shrinkage: float = 0.01, meta: dict | None = None) -> OodSummary:
     """Class means + shared covariance (shrunk towards its mean variance) from `features`; the threshold is the
     `quantile` of the held-out images' scores."""
     if len(features) != len(labels):
