@@ -18,27 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from data_gen.importers.ham10000 import DERMAMNIST_LABELS, DX
+from dermvqa.eval.classify import auc
 
 CLASSES = [DX[code][1] for code in DERMAMNIST_LABELS]            # the names the model is taught, medmnist order
 MALIGNANT = {DX[code][1] for code in ("akiec", "bcc", "mel")}     # HAM10000's malignant / pre-malignant classes
 MELANOMA = DX["mel"][1]
-
-
-def auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve: the chance a positive outscores a negative (ties count one half)."""
-    order = np.argsort(score, kind="mergesort")
-    s, ranks = score[order], np.empty(len(score))
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j + 2) / 2
-        i = j + 1
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    if not n1 or not n0:
-        return float("nan")
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def class_metrics(gold: list[int], pred: list[int], probs: np.ndarray | None = None) -> dict:

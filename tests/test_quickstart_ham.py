@@ -9,7 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from dermvqa.cli import app
-from dermvqa.quickstart_ham import CLASSES, auc, class_metrics, class_probs
+from dermvqa.eval.classify import auc
+from dermvqa.quickstart_ham import CLASSES, class_metrics, class_probs
 from tests.conftest import PAD_PHOTO, REPO, SHARED_DATA
 
 HAM = SHARED_DATA / "ham10000"

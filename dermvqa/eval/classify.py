@@ -38,14 +38,17 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney): the chance a positive outscores a negative, ties one half; nan without both."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    return float((_ranks(score)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def macro_auc(gold: np.ndarray, probs: np.ndarray) -> float:
-    """One-vs-rest ROC AUC (Mann-Whitney), averaged over classes with positives and negatives; nan if none."""
-    aucs = []
-    for c in range(probs.shape[1]):
-        pos = gold == c
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos and n_neg:
-            aucs.append((_ranks(probs[:, c])[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """One-vs-rest ROC AUC averaged over classes with positives and negatives; nan if none."""
+    aucs = [a for c in range(probs.shape[1]) if not np.isnan(a := auc(probs[:, c], gold == c))]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
