@@ -187,7 +187,7 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
         else site,
         "diagnosis": None if unsure or abstain else {
             "label": top["label"], "ontology_path": top["ontology_path"], "score": top["score"]},
-        "differential": differential,
+        "differential": [] if abstain else differential,  # an abstention names no diagnosis, not even ranked
         "confidence": round(confidence, 4),
         "confidence_threshold": min_confidence,
         "unsure": unsure,
@@ -244,7 +244,8 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {i} | {d['label']} | {d['score']:.3f} | {' > '.join(d['ontology_path'])} |"
-              for i, d in enumerate(report["differential"], 1)]
+              for i, d in enumerate(report["differential"], 1)] or ["| – | none: the photo is unlike the training "
+                                                                     "images | – | – |"]
     if ood:
         lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
     if report.get("explanation"):

@@ -124,7 +124,9 @@ def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(
     for section in ("morphology", "colour", "distribution", "body_site"):
         assert pad[section] == NOT_ASSESSED
     assert pad["ood"]["unlike_training"] and pad["ood"]["score"] > pad["ood"]["threshold"]
-    assert pad["diagnosis"] is None and pad["summary"].startswith(NOTICE)
+    assert pad["diagnosis"] is None and pad["differential"] == [] and pad["summary"].startswith(NOTICE)
+    with pytest.raises(ValueError, match="differential"):  # an abstaining report cannot rank diagnoses
+        validate_report({**pad, "differential": [{"label": "x", "score": 0.9, "ontology_path": []}]})
     assert pad["explanation"]["png"] == str(tmp_path / "pad_explain.png")
     assert (tmp_path / "pad_explain.png").stat().st_size > 5000
     assert json.loads((tmp_path / "pad_explain.json").read_text())["answer"] == pad["explanation"]["answer"]
