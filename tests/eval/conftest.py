@@ -53,39 +53,35 @@ def varied_model_dir(tiny_model_dir, tmp_path_factory):
     (the default init answers every question with the same blank line, which would make comparisons trivial)."""
     import shutil
 
-    import torch
-    from transformers import LlavaForConditionalGeneration
-
     out = tmp_path_factory.mktemp("varied_llava")
     for f in Path(tiny_model_dir).iterdir():
         shutil.copy(f, out / f.name)
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir)
+    _randomize_text_weights(out, tiny_model_dir)
+    return out
+
+
+def _randomize_text_weights(out, source) -> None:
+    """Save `source`'s LLaVA into `out` with every matrix redrawn at std 0.3 (visible, varied greedy replies)."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(source)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")
 def quickstart_sized_model_dir(tmp_path_factory):
     """A LLaVA of the quickstart's size (build_tiny_llava defaults, as configs/tiny_cpu.yaml) with large random
     text weights, so its greedy answers are visible text that differs between images."""
-    import torch
-    from transformers import LlavaForConditionalGeneration
-
     from dermvqa.eval.benchmarks.ham10000 import CHOICE_QUESTION, NAMES, OPEN_QUESTION
     from dermvqa.model.tiny import build_tiny_llava
 
     out = tmp_path_factory.mktemp("quickstart_sized")
     build_tiny_llava(out, [CHOICE_QUESTION, OPEN_QUESTION, *NAMES, "Answer: yes.", "Answer: no."] * 10, seed=0)
-    model = LlavaForConditionalGeneration.from_pretrained(out)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    model.save_pretrained(out)
+    _randomize_text_weights(out, out)
     return out
