@@ -93,8 +93,10 @@ def label_vocabulary(records: Records) -> dict:
     return {"diagnoses": sorted(paths), "ontology_paths": paths, "concepts": sorted(concepts)}
 
 
-def diagnosis_rows(records: Records) -> list[dict]:
-    """(image, label) of the diagnosis records, as the small dicts stage-0 tower pretraining reads."""
-    dx = records.take(pc.equal(records.column("family"), "diagnosis").to_numpy(zero_copy_only=False))
-    return [{"family": "diagnosis", "image": i, "label": lab}
-            for i, lab in zip(dx.column("image").to_pylist(), dx.column("label").to_pylist())]
+def label_rows(records: Records, family: str | None = None) -> list[dict]:
+    """(family, image, label) of the records, or of one family's, read as three columns: the small dicts
+    stage-0 tower pretraining and the out-of-distribution fit need, not whole rows."""
+    if family is not None:
+        records = records.take(pc.equal(records.column("family"), family).to_numpy(zero_copy_only=False))
+    columns = [records.column(name).to_pylist() for name in ("family", "image", "label")]
+    return [{"family": f, "image": i, "label": lab} for f, i, lab in zip(*columns)]

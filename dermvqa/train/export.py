@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from data_gen.records import honour_umask
-from dermvqa.model.adapter import find_quantization, load_adapter_model
+from dermvqa.model.adapter import adapter_base, find_quantization, load_adapter_model
 from dermvqa.model.generation import model_greedy_config
 
 PROBE_QUESTIONS = ["What is the most likely diagnosis?", "Is this melanoma?", "Describe the morphology of this lesion."]
@@ -44,30 +44,29 @@ def load_for_export(source: str | Path, dtype=torch.float32):
         raise FileNotFoundError(f"{source}: not a folder")
     adapter = source / "adapter_config.json"
     if adapter.is_file():
-        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
-        if not base:
-            raise ValueError(f"{adapter}: no base_model_name_or_path; cannot tell which model the adapter belongs to")
+        base = adapter_base(source)
         if not (source / "adapter_model.safetensors").is_file():
             raise FileNotFoundError(f"{source}: adapter_config.json without adapter_model.safetensors "
                                     f"(half-written checkpoint?)")
         model = load_adapter_model(source, dtype, merge=True)
+        processor = AutoProcessor.from_pretrained(_processor_dir(source, base))
         what = f"LoRA adapter {source} merged into {base}"
         if find_quantization(source) is not None:
-            error = merge_error(source, model, AutoProcessor.from_pretrained(_processor_dir(source, base)))
+            error = merge_error(source, model, processor)
             what = (f"QLoRA adapter {source} (trained on a 4-bit base) merged into the unquantised {base}; "
                     f"merging changes the logits by up to {error:.4g} (max absolute difference from the trained "
                     f"4-bit model + adapter on a probe batch of {len(PROBE_QUESTIONS)} questions x 2 images)")
             print(what)
     elif (source / "config.json").is_file():
-        base = None
         model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(_processor_dir(source, None))
         what = f"full model {source}"
     else:
         raise FileNotFoundError(f"{source}: neither adapter_config.json nor config.json (not a training output)")
     leftovers = [n for n, _ in model.named_modules() if "lora_" in n or n.endswith("base_layer")]
     if leftovers:
         raise RuntimeError(f"merge left adapter modules behind: {leftovers[:3]}")
-    return model.eval(), AutoProcessor.from_pretrained(_processor_dir(source, base)), what
+    return model.eval(), processor, what
 
 
 @torch.no_grad()

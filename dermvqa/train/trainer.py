@@ -29,7 +29,7 @@ from dermvqa.infer.ood import fit_from_records as fit_ood_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
-from dermvqa.train.curriculum import curriculum_order, diagnosis_rows, label_vocabulary
+from dermvqa.train.curriculum import curriculum_order, label_rows, label_vocabulary
 from dermvqa.train.ds_env import without_zero3_init, zero3_partitioned
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
@@ -220,9 +220,9 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
         if stage0_runs:
             options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
-            losses = pretrain_tower(model, processor, diagnosis_rows(records), data["image_root"],
-                                    stage0["steps"],
-                                    float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"], **options)
+            losses = pretrain_tower(model, processor, label_rows(records, "diagnosis"), data["image_root"],
+                                    stage0["steps"], float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"],
+                                    **options)
             if args.should_save:
                 write_text_atomic(out / "tower_pretrain_log.json", json.dumps(losses))
         set_seed(tr["seed"])  # the same adapter init however the base was loaded
@@ -271,7 +271,7 @@ def save_final(trainer, processor, records, out: Path) -> Path:
     if trainer.args.should_save:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
-    fit_ood_summary(trainer.model, processor, records, trainer.train_dataset.image_root,  # every rank (ZeRO-3)
+    fit_ood_summary(trainer.model, processor, label_rows(records), trainer.train_dataset.image_root,  # all ranks
                     tmp if trainer.args.should_save else None)  # dermvqa/infer/ood.py: out-of-distribution check
     if trainer.args.should_save:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
