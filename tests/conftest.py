@@ -67,7 +67,7 @@ def trusted_model_dir(chatty_model_dir, tmp_path_factory):
 
     from data_gen.synthetic_world import build_world
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.ood import fit_from_records
+    from dermvqa.model.ood import fit_from_records
 
     root = tmp_path_factory.mktemp("trusted")
     out, world = root / "model", root / "world"

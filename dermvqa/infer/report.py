@@ -11,7 +11,7 @@ answer as the assistant's whole reply (dermvqa/infer/likelihood.py), normalised 
 - body site: the model's greedy answer, left out when it says the site is not visible.
 A section whose question family the model never trained on (`trained_families`: the model folder's
 data_summary.json) reads "not assessed by this model" instead (distribution always does then). With the
-model's out-of-distribution summary (dermvqa/infer/ood.py) a photo unlike the training images gets no
+model's out-of-distribution summary (dermvqa/model/ood.py) a photo unlike the training images gets no
 diagnosis and says so; with `explain_to` the top diagnosis is grounded (dermvqa/infer/grounding.py) and
 the overlay PNG and JSON grid are named under "explanation".
 The output follows dermvqa/infer/report_schema.json and is validated against it before it is returned.

@@ -55,7 +55,7 @@ def chat(model: Path = MODEL,
     """Chat about a lesion photo in the terminal (streamed answers; /image, /report, /explain, /reset, /quit)."""
     from dermvqa.infer.chat import ChatSession, PromptTooLong
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.ood import load_summary
+    from dermvqa.model.ood import load_summary
     from dermvqa.serve.terminal import chat_loop
 
     if question is not None and image is None:
@@ -96,7 +96,7 @@ def report(model: Path = MODEL,
 
     from data_gen.records import write_text_atomic
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.ood import load_summary
+    from dermvqa.model.ood import load_summary
     from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
 
     if fmt not in ("md", "json"):
@@ -126,7 +126,7 @@ def ood_fit(model: Path = MODEL,
     """Fit the out-of-distribution summary of a trained model's training images into its folder (no retraining)."""
     from data_gen.records import read_records
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.ood import fit_from_records
+    from dermvqa.model.ood import fit_from_records
 
     records = read_records(qa, split="train")
     if not records:

@@ -25,8 +25,8 @@ from data_gen.records import Records, honour_umask, open_records, write_text_ato
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
-from dermvqa.infer.ood import fit_from_records as fit_ood_summary
 from dermvqa.model.adapter import QUANT_FILE
+from dermvqa.model.ood import fit_from_records as fit_ood_summary
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
 from dermvqa.train.curriculum import curriculum_order, label_rows, label_vocabulary
@@ -272,7 +272,7 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
     fit_ood_summary(trainer.model, processor, label_rows(records), trainer.train_dataset.image_root,  # all ranks
-                    tmp if trainer.args.should_save else None)  # dermvqa/infer/ood.py: out-of-distribution check
+                    tmp if trainer.args.should_save else None)  # dermvqa/model/ood.py: out-of-distribution check
     if trainer.args.should_save:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
         processor.save_pretrained(tmp)

@@ -109,7 +109,7 @@ def test_cli_json_report_validates(setup, chatty_model_dir, tmp_path):
 
 def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(trusted_model_dir, tmp_path):
     from dermvqa.cli import app
-    from dermvqa.infer.ood import NOTICE, load_summary
+    from dermvqa.model.ood import NOTICE, load_summary
     from dermvqa.infer.report import NOT_ASSESSED, trained_families
 
     model_dir, world = trusted_model_dir

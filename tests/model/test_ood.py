@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 from transformers import LlavaForConditionalGeneration
 
-from dermvqa.infer.ood import META_FILE, NOTICE, TENSORS_FILE, fit, fit_split, load_summary, training_images
+from dermvqa.model.ood import META_FILE, NOTICE, TENSORS_FILE, fit, fit_split, load_summary, training_images
 from tests.conftest import PAD_PHOTO
 
 
