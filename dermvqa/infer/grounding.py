@@ -12,7 +12,9 @@ answer's log-probability (the whole assistant reply, as in dermvqa/infer/likelih
 `scripts/bench_trust.py` compares them by the pointing game on the synthetic world's lesion masks;
 the default is the one that measured better there. A map is returned as a rows × cols grid aligned
 with the square the image processor makes (resize the short side, centre crop), rendered as a PNG
-overlay (colour map, colour bar, the answer as the title) and a JSON grid.
+overlay (colour map, colour bar, the answer as the title) and a JSON grid. The peak point (row, column as
+fractions of the square) is what the pointing game scores: for `pixels` the hottest pixel, for the
+patch-level methods the centre of the hottest patch.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Explanation:
     answer: str
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    hottest_pixel: tuple[int, int, int] | None = None  # (row, column, side) of a pixel-level map's peak
 
     def normalised(self) -> np.ndarray:
         """Relevance scaled to [0, 1] (the minimum maps to 0, the maximum to 1)."""
@@ -52,13 +55,23 @@ class Explanation:
         r, c = np.unravel_index(int(np.argmax(self.grid)), self.grid.shape)
         return int(r), int(c)
 
+    def peak_point(self) -> tuple[float, float]:
+        """(row, column) of the hottest point as fractions 0..1 of the square the model sees."""
+        if self.hottest_pixel is not None:
+            r, c, side = self.hottest_pixel
+            return (r + 0.5) / side, (c + 0.5) / side
+        r, c = self.peak()
+        return (r + 0.5) / self.grid.shape[0], (c + 0.5) / self.grid.shape[1]
+
     def to_json(self) -> dict:
         return {"schema": SCHEMA_ID, "method": self.method, "question": self.question, "answer": self.answer,
                 "rows": int(self.grid.shape[0]), "cols": int(self.grid.shape[1]), "peak": list(self.peak()),
+                "peak_point": [round(v, 4) for v in self.peak_point()],
                 "grid": [[round(float(v), 4) for v in row] for row in self.normalised()],
                 "raw_range": [float(self.grid.min()), float(self.grid.max())], "seconds": round(self.seconds, 4),
                 "note": "grid[r][c] is patch row r, column c of the centre square the model sees, scaled to "
-                        "0..1 (1: the patch that most raised the answer's log-probability)"}
+                        "0..1 (1: the patch that most raised the answer's log-probability); peak_point is the hottest "
+                        "point as (row, column) fractions of that square"}
 
 
 def _inputs(model, processor, image: Image.Image, question: str, answer: str):
@@ -109,7 +122,7 @@ def _gradxinput(model, ids, n_answer, pixel_values):
         logits = model(inputs_embeds=embeds, attention_mask=torch.ones_like(ids), logits_to_keep=n_answer + 1).logits
         logp = _answer_logprob(logits, ids, n_answer)
         (grad,) = torch.autograd.grad(logp, feats)
-    return (grad.float() * feats.detach().float()).sum(-1), float(logp.detach())
+    return (grad.float() * feats.detach().float()).sum(-1), float(logp.detach()), None
 
 
 def _pixels(model, ids, n_answer, pixel_values):
@@ -122,7 +135,10 @@ def _pixels(model, ids, n_answer, pixel_values):
         (grad,) = torch.autograd.grad(logp, pixels)
     saliency = (grad.float() * pixels.detach().float()).abs().sum(1)[0]  # rows x cols of pixels
     patch = saliency.shape[-1] // side
-    return saliency.reshape(side, patch, side, patch).sum((1, 3)).flatten(), float(logp.detach())
+    blurred = torch.nn.functional.avg_pool2d(saliency[None, None], 3, stride=1, padding=1)[0, 0]
+    r, c = divmod(int(blurred.argmax()), blurred.shape[-1])
+    return (saliency.reshape(side, patch, side, patch).sum((1, 3)).flatten(), float(logp.detach()),
+            (r, c, blurred.shape[-1]))
 
 
 @torch.inference_mode()
@@ -142,7 +158,7 @@ def _rollout(model, ids, n_answer, pixel_values):
         rollout = (a / a.sum(-1, keepdim=True)) @ rollout
     rows = rollout[n - n_answer - 1:n - 1]  # the positions that predict the answer tokens
     is_image = ids[0] == model.config.image_token_id
-    return rows[:, is_image].mean(0), float(_answer_logprob(out.logits, ids, n_answer))
+    return rows[:, is_image].mean(0), float(_answer_logprob(out.logits, ids, n_answer)), None
 
 
 def explain(model, processor, image: Image.Image, question: str, answer: str,
@@ -154,10 +170,10 @@ def explain(model, processor, image: Image.Image, question: str, answer: str,
         raise ValueError("there is no answer to explain (empty reply)")
     t0 = time.perf_counter()
     ids, n_answer, pixels = _inputs(model, processor, image, question, answer)
-    per_token, logp = {"pixels": _pixels, "gradxinput": _gradxinput, "rollout": _rollout}[method](
+    per_token, logp, hottest = {"pixels": _pixels, "gradxinput": _gradxinput, "rollout": _rollout}[method](
         model, ids, n_answer, pixels)
     return Explanation(_grid(per_token), method, question, answer, time.perf_counter() - t0,
-                       {"answer_logprob": round(logp, 4)})
+                       {"answer_logprob": round(logp, 4)}, hottest)
 
 
 def processor_view(image: Image.Image, processor, side: int = 448) -> Image.Image:
@@ -186,11 +202,13 @@ def render_overlay(image: Image.Image, expl: Explanation, processor, path: str |
     r, c = expl.peak()
     cell = side / expl.grid.shape[0]
     ax.add_patch(plt.Rectangle((c * cell, r * cell), cell, cell, fill=False, edgecolor="cyan", linewidth=2))
+    y, x = expl.peak_point()
+    ax.plot([x * side], [y * side], marker="+", markersize=14, markeredgewidth=2, color="cyan")
     ax.set_axis_off()
     title = expl.answer if len(expl.answer) <= 60 else expl.answer[:57] + "..."
     ax.set_title(f"Answer: {title}", fontsize=10, wrap=True)
     bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label(f"relevance ({expl.method}; 1 = most); cyan box: peak", fontsize=8)
+    bar.set_label(f"relevance ({expl.method}; 1 = most); cyan: peak patch and point", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
@@ -207,6 +225,7 @@ def write_explanation(image: Image.Image, expl: Explanation, processor, stem: st
     js = stem.with_suffix(".json")
     write_text_atomic(js, json.dumps(expl.to_json(), indent=1))
     return {"png": str(png), "json": str(js), "method": expl.method, "peak": list(expl.peak()),
+            "peak_point": [round(v, 4) for v in expl.peak_point()],
             "seconds": round(expl.seconds, 4)}
 
 

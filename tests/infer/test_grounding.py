@@ -106,3 +106,28 @@ def test_pixel_map_bounds_the_effect_of_scaling_a_patch(setup):
     for flat in (int(np.argmax(e.grid)), 5, 40):
         change = abs(logp(flat, eps) - base) / eps  # |sum of gradient x pixel| <= sum of |gradient x pixel|
         assert change <= e.grid[flat // side, flat % side] * 1.05 + 1e-3
+
+
+def test_peak_point_is_the_hottest_pixel_or_the_centre_of_the_hottest_patch(setup, tmp_path):
+    model, processor, photo = setup
+    answer = "melanoma"
+    e = explain(model, processor, photo, QUESTION, answer, "pixels")
+    ids, n_answer, pixels = _inputs(model, processor, photo, QUESTION, answer)
+    pixels.requires_grad_(True)
+    (grad,) = torch.autograd.grad(_answer_logprob(model(input_ids=ids, pixel_values=pixels).logits, ids, n_answer),
+                                  pixels)
+    saliency = (grad * pixels).detach().abs().sum(1)[0].numpy()
+    side = saliency.shape[0]
+    padded = np.pad(saliency, 1)
+    window = sum(padded[i:i + side, j:j + side] for i in range(3) for j in range(3))  # 3 x 3 sums
+    y, x = e.peak_point()
+    r, c = int(y * side), int(x * side)
+    assert window[r, c] == pytest.approx(window.max(), rel=1e-4)
+    assert 0 < window.max() and window[r, c] > np.median(window) * 2
+    for method in ("gradxinput", "rollout"):
+        patchy = explain(model, processor, photo, QUESTION, answer, method)
+        pr, pc = patchy.peak()
+        rows = patchy.grid.shape[0]
+        assert patchy.peak_point() == pytest.approx(((pr + 0.5) / rows, (pc + 0.5) / rows))
+    info = write_explanation(photo, e, processor, tmp_path / "p")
+    assert info["peak_point"] == json.loads((tmp_path / "p.json").read_text())["peak_point"] == [round(v, 4) for v in (y, x)]
