@@ -25,10 +25,18 @@ def family_mask(records: Records, families) -> np.ndarray:
 
 
 def text_lengths(records: Records) -> np.ndarray:
-    """UTF-8 bytes of question + answer per record: read off the mapped columns' offsets, no text touched."""
+    """UTF-8 bytes of every question and answer of each record, follow-up turns included: read off the mapped
+    columns' offsets, no text touched."""
     table = records.dataset.data.table
-    size = [pc.binary_length(table.column(name)).to_numpy() for name in ("question", "answer")]
-    return (size[0] + size[1])[records.rows]
+    size = sum(pc.binary_length(table.column(name)).to_numpy() for name in ("question", "answer"))
+    if "follow_ups" in table.column_names:
+        turns = table.column("follow_ups").combine_chunks()
+        flat = pc.list_flatten(turns)
+        if len(flat):
+            per_turn = sum(pc.fill_null(pc.binary_length(flat.field(name)), 0).to_numpy(zero_copy_only=False)
+                           for name in ("question", "answer"))
+            size = size + np.bincount(pc.list_parent_indices(turns).to_numpy(), per_turn, len(table)).astype(size.dtype)
+    return size[records.rows]
 
 
 def family_codes(records: Records) -> np.ndarray:

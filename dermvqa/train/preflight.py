@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_gen.records import Records
-from dermvqa.data.conversation import user_turn
+from dermvqa.data.conversation import TooLong, record_messages, tokenize_chat, user_turn
+from dermvqa.train.curriculum import text_lengths
 
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PROCESSOR = ("processor_config.json", "preprocessor_config.json")
@@ -62,10 +63,14 @@ def check_recipe(recipe: dict) -> None:
         raise ValueError(f"train.checkpoint_layers must be in [0, 1], got {tr['checkpoint_layers']}")
 
 
-def check_lengths(processor, records: Records, max_length: int, image_tokens: int, worst: int = 200) -> None:
-    """Every prompt (image tokens included) must leave room for an answer token within max_length.
+def check_lengths(processor, records: Records, max_length: int, image_tokens: int, worst: int = 200,
+                  max_skipped_fraction: float = 1.0) -> int:
+    """Every prompt (image tokens included) must leave room for an answer token within max_length, and the
+    whole conversations that will not fit (the dataset skips them) must stay within the skip budget.
 
-    Checks the template with an empty question first, then the `worst` longest questions.
+    Checks the template with an empty question first, then the `worst` longest questions, then the `worst`
+    longest whole conversations (follow-up turns included), tokenized as the dataset tokenizes them.
+    Returns how many of those will be skipped (a lower bound for the whole set).
     """
     tokenizer = processor.tokenizer
 
@@ -85,6 +90,21 @@ def check_lengths(processor, records: Records, max_length: int, image_tokens: in
         shown = ", ".join(f"{rid} ({n} tokens)" for rid, n in too_long[:5])
         raise ValueError(f"data.max_length={max_length} would cut into the prompt of {len(too_long)} of the "
                          f"{len(longest)} longest questions, e.g. {shown}; raise max_length or drop them")
+    over = []
+    for i in np.argsort(-text_lengths(records), kind="stable")[:worst]:
+        record = records[int(i)]
+        try:
+            tokenize_chat(record_messages(record), tokenizer, processor.chat_template, processor.image_token,
+                          image_tokens, max_length)
+        except TooLong:
+            over.append(record["id"])
+    budget = int(max_skipped_fraction * len(records))
+    if len(over) > budget:
+        raise ValueError(f"{len(over)} of the {min(worst, len(records))} longest conversations do not fit "
+                         f"data.max_length={max_length} (e.g. {', '.join(over[:5])}) and would be skipped, more than "
+                         f"data.max_skipped_fraction={max_skipped_fraction} allows ({budget} of {len(records)} "
+                         f"records); raise max_length or drop them")
+    return len(over)
 
 
 def check_images(records: Records, image_root: str | Path, rank: int = 0, world_size: int = 1) -> None:

@@ -97,3 +97,17 @@ def test_image_check_is_shared_between_ranks(tmp_path):
             failures.append((rank, str(e)))
     assert [r for r, _ in failures] == [1, 2]  # distinct images a, gone1, gone2 -> ranks 0, 1, 2
     assert "record r2" in failures[0][1] and "record r3" in failures[1][1]
+
+
+def test_conversations_too_long_for_the_skip_budget_stop_before_training(tmp_path, model_copy):
+    from data_gen.records import QARecord, read_records, write_parquet
+
+    world = make_world(tmp_path / "w", n=4)
+    recs = read_records(world / "qa")
+    recs[2]["follow_ups"] = [{"question": "And the border?", "answer": "irregular and notched " * 12}]
+    (world / "qa" / "part.parquet").unlink()
+    write_parquet([QARecord(**r) for r in recs], world / "qa" / "part.parquet")
+    with pytest.raises(ValueError, match=r"1 of the 8 longest conversations do not fit data.max_length=160 "
+                                         r"\(e.g. 1-dx\) and would be skipped, more than data.max_skipped_fraction=0.0"):
+        _run(world, tmp_path, model_copy, "data.max_skipped_fraction=0")
+    _not_started(tmp_path)
