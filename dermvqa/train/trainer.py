@@ -217,7 +217,11 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     # ZeRO-3 loads each rank's partition only (not the whole 7B per rank); stage 0 needs whole weights
     with contextlib.nullcontext() if zero3_partitioned(args) and not stage0_runs else without_zero3_init(args):
         model, processor = load_model(path, recipe)
-        check_lengths(processor, records, data["max_length"], model.config.image_seq_length)
+        too_long = check_lengths(processor, records, data["max_length"], model.config.image_seq_length,
+                                 max_skipped_fraction=float(data["max_skipped_fraction"]))
+        if too_long:
+            say(f"preflight: {too_long} of the longest conversations exceed data.max_length={data['max_length']} "
+                f"and will be skipped (listed in {out / SKIPPED} as they come up)")
         if stage0_runs:
             options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
             losses = pretrain_tower(model, processor, label_rows(records, "diagnosis"), data["image_root"],
