@@ -14,6 +14,8 @@ map) on lesion patches vs plain-skin patches. Each figure is also split by the i
 OOD: AUROC of the score, held-out synthetic test images (in) against the HAM10000 images (out), for each
 pooling x method, each with its own threshold from held-out training images; the share of test answers
 that would abstain; the PAD photo's score. Six overlays (3 right, 3 wrong diagnoses) are written to --out.
+With --ham-run (a `dermvqa quickstart --dataset ham10000` folder) the HAM10000 model's shipped summary is
+scored the other way round: its official test images (in) against the synthetic images (out) and the PAD photo.
 """
 from __future__ import annotations
 
@@ -175,6 +177,24 @@ def ood(model, processor, run: Path, ham: Path, pad: Path, ham_limit: int | None
          *(shipped.scores(f[pooling]).numpy() for f in (f_test, f_ham, f_pad)), shipped.threshold)
 
 
+def ood_ham_model(ham_run: Path, world: Path, ham: Path, pad: Path) -> None:
+    import csv
+
+    model_dir = ham_run / "train" / "model"
+    model, processor = load_model(model_dir, device="cpu")
+    shipped = load_summary(model_dir)
+    split = csv.DictReader(open(ham.parent / "dermamnist_split.csv", encoding="utf-8"))
+    test = [ham / f"{r['image_id']}.jpg" for r in split if r["split"] == "test"]
+    synthetic = sorted((world / "images").rglob("*.png"))
+    s_test, s_syn, s_pad = (shipped.scores(features(model, processor, paths)[shipped.meta["pooling"]]).numpy()
+                            for paths in (test, synthetic, [pad]))
+    t = shipped.threshold
+    print(f"\n== OOD of the HAM10000 model ({shipped.meta['pooling']}, threshold {t:.2f}) ==\n"
+          f"HAM10000 test images abstaining {(s_test > t).mean():.3f} (n {len(s_test)}); synthetic images flagged "
+          f"{(s_syn > t).mean():.3f} (n {len(s_syn)}); AUROC {auroc(s_test, s_syn):.4f}; "
+          f"PAD {s_pad[0]:.2f} ({'flagged' if s_pad[0] > t else 'MISSED'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a dermvqa quickstart --out folder")
@@ -185,7 +205,10 @@ def main() -> None:
     ap.add_argument("--ham-limit", type=int, default=None, help="use only the first N HAM10000 images")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--skip", choices=["grounding", "ood"], default=None)
+    ap.add_argument("--ham-run", type=Path, default=None, help="also score a HAM10000 quickstart's OOD summary")
     args = ap.parse_args()
+    if args.ham_run:
+        ood_ham_model(args.ham_run, args.run / "world", args.ham, args.pad)
     model, processor = load_model(args.run / "train" / "model", device="cpu")
     if args.skip != "grounding":
         grounding(model, processor, args.run / "world", args.out, args.limit, args.methods.split(","))
