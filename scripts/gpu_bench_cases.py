@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -154,30 +154,40 @@ def zero2_case(model, batches, args, device, dtype, deadline, profiler, ckpt):
 
 
 def ours_case(model, batches, args, device, dtype, deadline, profiler, fraction, deepspeed=True,
-              recipe_name="stage2_lora"):
+              recipe_name="stage2_lora", overrides=(), warmup=None):
     """Our step exactly as `dermvqa train` runs it on one GPU: a stage-2 recipe through RecipeTrainer.
 
     Packed rows, loss on label positions only, fused AdamW, checkpointing on `fraction` of the LLM
     layers; with `deepspeed` inside the ZeRO-2 engine (bf16 weights, fp32 master copy in the
-    optimizer), else fp32 master adapters computed in bf16 under autocast. Timed by a callback.
+    optimizer), else fp32 master adapters computed in bf16 under autocast. `overrides` are further
+    recipe settings (train.attn_implementation, train.liger); `warmup` untimed steps (default
+    args.warmup) leave room for compiling. Timed by a callback.
     """
-    from transformers import TrainerCallback
-
     from dermvqa.train.recipe import load_recipe
-    from dermvqa.train.trainer import RecipeTrainer, prepare_trainable, training_arguments, with_defaults
+    from dermvqa.train.trainer import prepare_trainable, with_defaults
 
     out = Path(tempfile.mkdtemp(prefix="dermvqa_bench_run_"))
     recipe = with_defaults(load_recipe(REPO / "configs" / "qwen2.5-7b" / f"{recipe_name}.yaml", [
         f"train.output_dir={out}", f"train.batch_size={len(batches[0])}", "train.grad_accum=1",
         f"train.deepspeed={ZERO2 if deepspeed else 'null'}", f"train.checkpoint_layers={fraction}",
         "train.save_steps=100000", "train.logging_steps=100000", "train.report_to=[]", "train.workers=0",
-        f"train.bf16={device == 'cuda'}"]))
-    pm = prepare_trainable(model, recipe)
+        f"train.bf16={device == 'cuda'}", *overrides]))
+    warmup = args.warmup if warmup is None else warmup
+    with kernels_restored(model):
+        pm = prepare_trainable(model, recipe)
+        return _train_ours(pm, model, recipe, batches, device, deadline, profiler, warmup, out, deepspeed)
+
+
+def _train_ours(pm, model, recipe, batches, device, deadline, profiler, warmup, out, deepspeed):
+    from transformers import TrainerCallback
+
+    from dermvqa.train.trainer import RecipeTrainer, training_arguments
+
     timing = {"tokens": 0, "seconds": 0.0, "steps": 0}
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
-            if state.global_step == args.warmup - 1:
+            if state.global_step == warmup - 1:
                 profiler.start()
             sync(device)
             self.t0 = time.perf_counter()
@@ -185,9 +195,9 @@ def ours_case(model, batches, args, device, dtype, deadline, profiler, fraction,
         def on_step_end(self, a, state, control, **kw):
             sync(device)
             i = state.global_step - 1
-            if i == args.warmup - 1:
+            if i == warmup - 1:
                 profiler.stop()
-            if i >= args.warmup:
+            if i >= warmup:
                 n = sum(len(e["input_ids"]) for e in batches[i])
                 timing.update(tokens=timing["tokens"] + n, seconds=timing["seconds"] + time.perf_counter() - self.t0,
                               steps=timing["steps"] + 1)
@@ -195,15 +205,18 @@ def ours_case(model, batches, args, device, dtype, deadline, profiler, fraction,
             return control
 
     dataset = [e for b in batches for e in b]
+    kind = pm.get_base_model().config.get_text_config()._attn_implementation
     trainer = RecipeTrainer(model=pm, args=training_arguments(recipe, out), train_dataset=dataset,
-                            data_collator=PackingCollator(recipe["data"]["max_length"]),
+                            data_collator=PackingCollator(recipe["data"]["max_length"], attn_implementation=kind),
                             lr_multipliers=recipe["tune"]["lr_multipliers"], callbacks=[Timer()])
     try:
         trainer.train()
         params = [p for p in pm.parameters() if p.requires_grad]
         dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+        liger = sum(m._get_name().startswith("Liger") for m in pm.get_base_model().modules())
         return (timing["tokens"], timing["seconds"], timing["steps"]), \
-            f"{note(pm, params)}, trainable dtype {'/'.join(dtypes)}{', ZeRO-2' if deepspeed else ''}"
+            f"{note(pm, params)}, trainable dtype {'/'.join(dtypes)}, {kind}" + \
+            (f", {liger} Liger modules" if liger else "") + (", ZeRO-2" if deepspeed else "")
     finally:
         engine = getattr(trainer, "model_wrapped", None)
         if engine is not None and hasattr(engine, "destroy"):
@@ -211,6 +224,25 @@ def ours_case(model, batches, args, device, dtype, deadline, profiler, fraction,
         del trainer
         shutil.rmtree(out, ignore_errors=True)
         undo(pm, model)
+
+
+@contextmanager
+def kernels_restored(model):
+    """After a case: the LLM back on sdpa and Liger's patches gone (the forwards it binds on LLM modules and
+    the names it rebinds in the LLM's modeling module, RoPE and classes), so later cases and the 4-bit
+    model built from that module run as before."""
+    llm = model.model.language_model
+    family = sys.modules[type(llm).__module__]
+    names = dict(vars(family))
+    try:
+        yield
+    finally:
+        vars(family).update(names)
+        for m in llm.modules():
+            if "_get_name" in vars(m):
+                for attr in ("forward", "_get_name", "extra_repr"):
+                    vars(m).pop(attr, None)
+        model.set_attn_implementation({"text_config": "sdpa"})
 
 
 def undo(pm, model):

@@ -1,4 +1,4 @@
-"""Training-step benchmark: plain transformers+peft, DeepSpeed ZeRO-2, our step, and QLoRA memory.
+"""Training-step benchmark: plain transformers+peft, DeepSpeed ZeRO-2, our step and its kernel candidates, QLoRA.
 
 A random Qwen2.5-7B-shaped LLM (bf16, built from its config) behind a CLIP ViT-B/16 tower at 224
 px (196 image tokens), LoRA r 128 on every LLM Linear, projector trainable. Every case trains on
@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_bench_cases import (StepProfiler, load_4bit, ours_case, plain_case, qlora_naive_case,  # noqa: E402
                              remember_projector, zero2_case)
+from dermvqa.train.kernels import flex_missing, liger_missing  # noqa: E402  (the repository is now on the path)
 
 QWEN7B = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
               num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rms_norm_eps=1e-6,
@@ -35,7 +36,8 @@ TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_
 TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                 image_size=32, patch_size=8, hidden_act="gelu", projection_dim=16)
 BASELINES = ("plain+ckpt", "plain", "zero2+ckpt", "zero2")
-PROFILED = ("zero2", "ours", "ours (no DeepSpeed)", "qlora ours", "qlora ours (ZeRO-2)")
+PROFILED = ("zero2", "ours", "ours (liger)", "ours (flex)", "ours (no DeepSpeed)", "qlora ours", "qlora ours (ZeRO-2)")
+FLEX, LIGER = "train.attn_implementation=flex_attention", "train.liger=true"
 GIB = 2 ** 30
 
 
@@ -136,9 +138,14 @@ def main(argv=None):
           f"min {min(lengths)} max {max(lengths)}; build {time.perf_counter() - start:.0f}s", flush=True)
     rows = []
 
-    def run(name, fn, *fargs, reserve=0.0, **fkw):
-        """One case; it is not started when fewer than 5 s (+ `reserve` kept for later cases) are left."""
+    def run(name, fn, *fargs, reserve=0.0, unavailable=None, **fkw):
+        """One case; it is not started when `unavailable` says why it cannot run here or when fewer than 5 s
+        (+ `reserve` kept for later cases) are left."""
         if name in args.skip:
+            return
+        if unavailable:
+            rows.append((name, None, None, None, f"skipped: {unavailable}"))
+            print(f"{name:<22} skipped: {unavailable}", flush=True)
             return
         left = args.budget_s - reserve - (time.perf_counter() - start)
         if left < 5:
@@ -173,6 +180,14 @@ def main(argv=None):
         run("ours (ckpt 1/2)", ours_case, *common, fraction=0.5, reserve=keep)
     run("zero2+ckpt", zero2_case, *common, ckpt=True, reserve=keep)
     run("plain", plain_case, *common, ckpt=False, reserve=keep)
+    # candidates (issue 17); flex compiles its kernels in the first steps, hence two more untimed ones
+    on_cpu = "--tiny runs on the CPU" if device == "cpu" else None
+    no_flex, no_liger = flex_missing() or on_cpu, liger_missing() or on_cpu
+    run("ours (liger)", ours_case, *common, fraction=0.0, overrides=[LIGER], reserve=keep, unavailable=no_liger)
+    run("ours (flex)", ours_case, *common, fraction=0.0, overrides=[FLEX], warmup=args.warmup + 2, reserve=keep,
+        unavailable=no_flex)
+    run("ours (flex+liger)", ours_case, *common, fraction=0.0, overrides=[FLEX, LIGER], warmup=args.warmup + 2,
+        reserve=keep, unavailable=no_flex or no_liger)
     # diagnostics, after every baseline the ratio needs
     run("ours (no DeepSpeed)", ours_case, *common, fraction=0.0, deepspeed=False, reserve=keep)
     run("plain+ckpt+autocast", plain_case, *common, ckpt=True, autocast=True, reserve=keep)

@@ -31,6 +31,7 @@ from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_c
                                        zero3_trainable_state_dict)
 from dermvqa.train.curriculum import curriculum_order, label_rows, label_vocabulary
 from dermvqa.train.ds_env import without_zero3_init, zero3_partitioned
+from dermvqa.train.kernels import use_kernels
 from dermvqa.train.packing import PackingCollator
 from dermvqa.train.preflight import check_images, check_lengths, check_model_folder, check_recipe
 from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
@@ -43,7 +44,7 @@ SKIPPED = "skipped_samples.jsonl"
 DEFAULTS = {"model": {"build": None}, "data": {"cache": False, "max_skipped_fraction": 0.001},
             "tune": {"lora": None, "quant": None, "tower_pretrain": None, "lr_multipliers": {}},
             "train": {"packing": True, "group_by_length": False, "checkpoint_layers": 0.0, "deepspeed": None,
-                      "save_total_limit": 2, "max_steps": -1}}
+                      "save_total_limit": 2, "max_steps": -1, "attn_implementation": "sdpa", "liger": False}}
 
 
 def with_defaults(recipe: dict) -> dict:
@@ -99,8 +100,10 @@ def load_model(path: Path, recipe: dict):
 
 
 def prepare_trainable(model, recipe: dict):
-    """Set what trains (LoRA adapters or plain parameters), master weights, checkpointing."""
+    """Set kernels (dermvqa/train/kernels.py), what trains (LoRA adapters or plain parameters), master weights,
+    checkpointing."""
     tune, tr = recipe["tune"], recipe["train"]
+    use_kernels(model, tr)
     if tune["mode"] in ("lora", "qlora"):
         lora = tune["lora"]
         model = apply_lora(model, lora["r"], lora["alpha"], lora["dropout"], lora.get("targets", "all-linear"))

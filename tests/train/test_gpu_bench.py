@@ -1,4 +1,5 @@
-"""The GPU benchmark's logic, run on the CPU with tiny shapes (`--tiny`): every case must produce a row."""
+"""The GPU benchmark's logic, run on the CPU with tiny shapes (`--tiny`): every case must produce a row; the
+GPU-only kernel candidates (flex attention, Liger) a skipped row that says why."""
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ from tests.conftest import REPO
 CASES = ["plain+ckpt", "zero2", "ours", "zero2+ckpt", "plain", "ours (no DeepSpeed)", "plain+ckpt+autocast",
          "ours (ckpt all)",
          "qlora naive", "qlora naive+train", "qlora ours", "qlora ours (ZeRO-2)"]
+GPU_ONLY = ["ours (liger)", "ours (flex)", "ours (flex+liger)"]
 
 
 def test_bench_runs_every_case_on_cpu():
@@ -21,6 +23,9 @@ def test_bench_runs_every_case_on_cpu():
     assert set(CASES) <= set(table), run.stdout[-3000:]
     assert all(table[c] != "-" for c in CASES), run.stdout[-3000:]  # a number, not an error
     assert "error:" not in run.stdout
+    for case in GPU_ONLY:
+        row = rf"^\| {re.escape(case)} \| - \| - \| - \| skipped: no CUDA GPU \(.+\) \|$"
+        assert re.search(row, run.stdout, re.M), case
     # naive QLoRA keeps from_pretrained's eval mode, so transformers checkpoints nothing
     assert re.search(r"qlora naive \|.* 0 of 2 LLM layers checkpointed", run.stdout)
     assert re.search(r"qlora ours \|.* 2 of 2 LLM layers checkpointed", run.stdout)
