@@ -19,6 +19,7 @@ The output follows dermvqa/infer/report_schema.json and is validated against it 
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -219,7 +220,8 @@ def _terms(items) -> str:
     return ", ".join(f"{t['term']} ({t['score']:.2f})" for t in items) or "not assessed (no concept vocabulary)"
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: dict, folder: str | Path | None = None) -> str:
+    """The report as Markdown; written into `folder`, its links to the overlay and grid are relative to it."""
     dx = report["diagnosis"]
     ood = report.get("ood")
     lines = [
@@ -249,7 +251,11 @@ def render_markdown(report: dict) -> str:
     if ood:
         lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
     if report.get("explanation"):
+        png, grid = (Path(report["explanation"][k]) for k in ("png", "json"))
+        if folder is not None:
+            png, grid = (Path(os.path.relpath(p.resolve(), Path(folder).resolve())) for p in (png, grid))
+        link = png.as_posix() if " " not in png.as_posix() else f"<{png.as_posix()}>"  # CommonMark: spaces need <>
         lines += ["", f"**Where the model looked** (for {report['explanation']['answer']}): "
-                      f"![relevance overlay]({report['explanation']['png']}) — grid: {report['explanation']['json']}"]
+                      f"![relevance overlay]({link}) — grid: {grid.as_posix()}"]
     lines += ["", f"**Suggested next step.** {report['next_step']}", "", f"> **Disclaimer.** {report['disclaimer']}"]
     return "\n".join(lines) + "\n"

@@ -96,8 +96,8 @@ def report(model: Path = MODEL,
 
     from data_gen.records import write_text_atomic
     from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import load_summary
     from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
+    from dermvqa.model.ood import load_summary
 
     if fmt not in ("md", "json"):
         raise typer.BadParameter(f"must be md or json, not {fmt!r}", param_hint="--format")
@@ -109,7 +109,8 @@ def report(model: Path = MODEL,
                           ood=load_summary(model),
                           explain_to=(Path(f"{out.with_suffix('')}_explain") if out else Path(f"{image.stem}_explain"))
                           if explain else None)
-    text = json.dumps(result, indent=1) + "\n" if fmt == "json" else render_markdown(result)
+    text = (json.dumps(result, indent=1) + "\n" if fmt == "json"
+            else render_markdown(result, out.parent if out else None))  # links relative to where the file lies
     if out is None:
         typer.echo(text, nl=False)
         return

@@ -139,3 +139,20 @@ def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(
                             families=trained_families(model_dir), ood=load_summary(model_dir))
     assert not familiar["ood"]["unlike_training"] and familiar["diagnosis"]["label"] == familiar["differential"][0]["label"]
     validate_report(familiar)
+
+
+def test_markdown_report_links_its_overlay_from_where_the_file_lies(trusted_model_dir, tmp_path, monkeypatch):
+    import re
+
+    from dermvqa.cli import app
+
+    model_dir, _ = trusted_model_dir
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", "--model", str(model_dir), "--image", str(PAD_PHOTO), "--out",
+                                      "reports/pad.md", "--explain", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "reports" / "pad.md").read_text()
+    png = re.search(r"!\[relevance overlay\]\(([^)]+)\)", md).group(1)
+    grid = re.search(r"— grid: (\S+)", md).group(1)
+    assert png == "pad_explain.png" and (tmp_path / "reports" / png).stat().st_size > 5000
+    assert json.loads((tmp_path / "reports" / grid).read_text())["schema"] == "dermvqa.explanation/1"
