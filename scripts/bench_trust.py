@@ -15,7 +15,9 @@ OOD: AUROC of the score, held-out synthetic test images (in) against the HAM1000
 pooling x method, each with its own threshold from held-out training images; the share of test answers
 that would abstain; the PAD photo's score. Six overlays (3 right, 3 wrong diagnoses) are written to --out.
 With --ham-run (a `dermvqa quickstart --dataset ham10000` folder) the HAM10000 model's shipped summary is
-scored the other way round: its official test images (in) against the synthetic images (out) and the PAD photo.
+scored the other way round: its official test images (in) against the synthetic images (out) and the PAD photo;
+and, with no lesion masks for HAM10000 here, where its diagnosis maps peak on every 7th test image (centre
+quarter vs border, against their area shares) and its mean map.
 """
 from __future__ import annotations
 
@@ -177,7 +179,7 @@ def ood(model, processor, run: Path, ham: Path, pad: Path, ham_limit: int | None
          *(shipped.scores(f[pooling]).numpy() for f in (f_test, f_ham, f_pad)), shipped.threshold)
 
 
-def ood_ham_model(ham_run: Path, world: Path, ham: Path, pad: Path) -> None:
+def ham_model(ham_run: Path, world: Path, ham: Path, pad: Path) -> None:
     import csv
 
     model_dir = ham_run / "train" / "model"
@@ -185,6 +187,18 @@ def ood_ham_model(ham_run: Path, world: Path, ham: Path, pad: Path) -> None:
     shipped = load_summary(model_dir)
     split = csv.DictReader(open(ham.parent / "dermamnist_split.csv", encoding="utf-8"))
     test = [ham / f"{r['image_id']}.jpg" for r in split if r["split"] == "test"]
+    question, points, maps = "What is the most likely diagnosis for this lesion?", [], []
+    for path in test[::7]:
+        photo = Image.open(path).convert("RGB")
+        e = explain(model, processor, photo, question, answer_batch(model, processor, [photo], [question])[0])
+        points.append(e.peak_point())
+        maps.append(e.normalised())
+    p = np.array(points)
+    border = np.minimum(np.minimum(p[:, 0], 1 - p[:, 0]), np.minimum(p[:, 1], 1 - p[:, 1])) < 0.125
+    centre = (np.abs(p - 0.5) < 0.25).all(1)
+    print(f"\n== Grounding of the HAM10000 model, {len(p)} test images (no lesion masks) ==\npeak in the centre "
+          f"quarter {centre.mean():.3f} (area 0.25); within 1/8 of the border {border.mean():.3f} (area 0.438)\n"
+          f"mean map:\n{np.array2string(np.mean(maps, 0), precision=2)}")
     synthetic = sorted((world / "images").rglob("*.png"))
     s_test, s_syn, s_pad = (shipped.scores(features(model, processor, paths)[shipped.meta["pooling"]]).numpy()
                             for paths in (test, synthetic, [pad]))
@@ -208,7 +222,7 @@ def main() -> None:
     ap.add_argument("--ham-run", type=Path, default=None, help="also score a HAM10000 quickstart's OOD summary")
     args = ap.parse_args()
     if args.ham_run:
-        ood_ham_model(args.ham_run, args.run / "world", args.ham, args.pad)
+        ham_model(args.ham_run, args.run / "world", args.ham, args.pad)
     model, processor = load_model(args.run / "train" / "model", device="cpu")
     if args.skip != "grounding":
         grounding(model, processor, args.run / "world", args.out, args.limit, args.methods.split(","))
