@@ -85,6 +85,7 @@ app.add_typer(data_app, name="data")
 app.command("chat")(serve_cli.chat)
 app.command("report")(serve_cli.report)
 app.command("ood-fit")(serve_cli.ood_fit)
+app.command("alert-fit")(serve_cli.alert_fit)
 app.add_typer(serve_cli.serve_app, name="serve")
 app.command("export")(export)
 

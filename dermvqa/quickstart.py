@@ -39,6 +39,13 @@ def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
     for fam, runs in r["families"].items():
         typer.echo(f"  {fam}: accuracy {runs['image']['accuracy']:.3f} (n {runs['image']['n']})"
                    + (f" / blind {runs['blind']['accuracy']:.3f}" if "blind" in runs else ""))
+    if "skipped" in r["malignancy_alert"]:
+        typer.echo(f"  malignancy referral: not set ({r['malignancy_alert']['skipped']})")
+    else:
+        a, t = r["malignancy_alert"]["val"], r["malignancy_alert"]["official_test"]
+        typer.echo(f"  malignancy referral (level {a['threshold']:.3f}, set on val for {a['target_sensitivity']:.0%}):"
+                   f" test sensitivity {t['sensitivity']:.3f} (melanoma {t['melanoma_sensitivity']:.3f}), benign "
+                   f"referred {t['benign_referred']:.3f} (the melanoma recall above is the top diagnosis's alone)")
     typer.echo("  MedMNIST v2 (same test split): ResNet-18 28 px 0.735 / AUC 0.917; ResNet-18 224 px 0.754 / 0.920; "
                "Google AutoML Vision 0.768 / 0.914; majority class 0.669")
     s = r["seconds"]

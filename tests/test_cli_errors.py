@@ -47,6 +47,7 @@ CASES = {
     ("chat",): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("report",): (lambda t: ["--model", str(t), "--image", str(t / "nope.png")], "nope.png"),
     ("ood-fit",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t)], "nope_qa"),
+    ("alert-fit",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t)], "nope_qa"),
     ("serve", "web"): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("serve", "api"): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("export",): (lambda t: [str(t / "nope"), "--out", str(t / "x")], "nope"),

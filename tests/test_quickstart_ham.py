@@ -62,12 +62,13 @@ def test_stage0_augmentation_moves_pixels_not_content():
 
 
 def _subset(tmp_path, per_class=8):
-    """A HAM10000-shaped folder with `per_class` images of each dx in the DermaMNIST train and test splits."""
+    """A HAM10000-shaped folder with `per_class` images of each dx in the DermaMNIST train and test splits (2 of
+    them test) and one more in val."""
     split = {r["image_id"]: r["split"] for r in csv.DictReader(open(HAM / "dermamnist_split.csv"))}
     rows = list(csv.DictReader(open(HAM / "HAM10000_metadata.csv")))
     keep = []
     for dx in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"):
-        for s, n in (("train", per_class - 2), ("test", 2)):
+        for s, n in (("train", per_class - 2), ("test", 2), ("val", 1)):
             keep += [r for r in rows if r["dx"] == dx and split[r["image_id"]] == s][:n]
     data = tmp_path / "ham"
     (data / "images").mkdir(parents=True)
@@ -95,16 +96,20 @@ def test_quickstart_ham10000_small(tmp_path):
     assert res.exit_code == 0, res.output
     assert "DermaMNIST official test split" in res.output and "melanoma recall" in res.output
     r = json.loads((out / "ham10000_metrics.json").read_text())
-    n_test = sum(1 for _ in keep) // 4  # 2 of every 8 per class
-    assert r["official_test"]["option_likelihood"]["n"] == n_test == 14
-    # the test images of this subset whose lesion has no train image in it
-    train_lesions = {k["lesion_id"] for k in keep[::1] if keep.index(k) % 8 < 6}
-    disjoint = [k for i, k in enumerate(keep) if i % 8 >= 6 and k["lesion_id"] not in train_lesions]
+    assert r["official_test"]["option_likelihood"]["n"] == 14  # 2 per class
+    # the test images of this subset whose lesion has no train image in it (per class: 6 train, 2 test, 1 val)
+    train_lesions = {k["lesion_id"] for i, k in enumerate(keep) if i % 9 < 6}
+    disjoint = [k for i, k in enumerate(keep) if 6 <= i % 9 < 8 and k["lesion_id"] not in train_lesions]
     assert r["lesion_disjoint_test"]["option_likelihood"]["n"] == len(disjoint)
     for key in ("official_test", "official_test_blind"):
         lik = r[key]["option_likelihood"]
         assert 0 <= lik["accuracy"] <= 1 and 0 <= lik["auc"] <= 1 and set(lik["recall"]) == set(CLASSES)
     assert set(r["families"]) >= {"multiple_choice"} and r["seconds"]["total"] >= 0
+    alert = r["malignancy_alert"]  # set on the 7 val images (bcc and mel malignant), measured on the 14 test ones
+    assert alert["val"]["n_images"] == 7 and alert["val"]["n_malignant"] == 2 and alert["val"]["sensitivity"] >= 0.9
+    assert alert["official_test"]["n_images"] == 14 and 0 <= alert["official_test"]["melanoma_sensitivity"] <= 1
+    assert json.loads((out / "train" / "model" / "dermvqa_alert.json").read_text()) == alert["val"]
+    assert "malignancy referral (level" in res.output
 
 
 def test_quickstart_ham10000_needs_data(tmp_path):

@@ -27,12 +27,13 @@ from pathlib import Path
 from PIL import Image
 
 from data_gen.records import write_text_atomic
+from dermvqa.infer.alert import malignancy, under_malignant
 from dermvqa.infer.generate import answer_batch
 from dermvqa.infer.likelihood import option_probs
 
 LABELS_FILE = "dermvqa_labels.json"
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
-SCHEMA_ID = "dermvqa.report/2"
+SCHEMA_ID = "dermvqa.report/3"
 NOT_ASSESSED = "not assessed by this model"
 FIELD_FAMILIES = {"morphology": "morphology", "colour": "morphology", "distribution": "distribution",
                   "body_site": "body_location"}  # report section -> the QA family that teaches it
@@ -61,6 +62,9 @@ NEXT_STEPS = [  # first matching ontology node wins
 DEFAULT_NEXT_STEP = "Ask a dermatologist to confirm the finding in person."
 OOD_NEXT_STEP = ("This model cannot judge this kind of photo: have the lesion examined in person by a "
                  "dermatologist.")
+ALERT_NEXT_STEP = ("{top} ranks first, but the malignant diagnoses together score {score:.2f}, at or above the "
+                   "{level:.2f} referral level (set to catch {target:.0%} of malignant lesions in held-out images): "
+                   "refer to a dermatologist for dermoscopy and, if needed, a biopsy.")
 UNSURE_NEXT_STEP = ("The photo does not support a confident answer: have the lesion examined in person by a "
                     "dermatologist, with dermoscopy where available.")
 
@@ -137,11 +141,12 @@ def next_step(path: list[str], unsure: bool) -> str:
 
 
 def build_report(model, processor, image: Image.Image, labels: dict, top_k: int = 5, min_confidence: float = 0.5,
-                 model_name: str = "", image_name: str | None = None, batch_size: int = 16,
+                 model_name: str = "", image_name: str | None = None, batch_size: int = 16, alert: dict | None = None,
                  families: list[str] | None = None, ood=None, explain_to: str | Path | None = None) -> dict:
     """Score every section for one image and return the report dict (schema-validated).
 
     `families`: the trained QA families (None: assess every section); `ood`: the model's OodSummary;
+    `alert`: the model's malignancy referral level (dermvqa/infer/alert.py, None: no alert);
     `explain_to`: a path stem for the grounding overlay (STEM.png) and grid (STEM.json) of the top diagnosis."""
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
@@ -169,6 +174,18 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
                                                             max_new_tokens=16)[0]
     outside = ood.check(model, processor, image) if ood is not None else None
     abstain = bool(outside and outside["unlike_training"])
+    malignant = None
+    if alert is not None and not abstain:
+        score = malignancy(probs["diagnosis"], labels)
+        malignant = {"score": round(score, 4), "threshold": alert["threshold"],
+                     "target_sensitivity": alert["target_sensitivity"], "alert": score >= alert["threshold"]}
+    if abstain:
+        step = OOD_NEXT_STEP
+    elif malignant and malignant["alert"] and (unsure or not under_malignant(top["ontology_path"])):
+        step = ALERT_NEXT_STEP.format(top=top["label"], score=malignant["score"], level=malignant["threshold"],
+                                      target=malignant["target_sensitivity"])
+    else:
+        step = next_step(top["ontology_path"], unsure)
     if abstain:
         summary = outside["message"]
     elif unsure:
@@ -193,9 +210,10 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
         "confidence_threshold": min_confidence,
         "unsure": unsure,
         "summary": summary,
-        "next_step": OOD_NEXT_STEP if abstain else next_step(top["ontology_path"], unsure),
+        "next_step": step,
         "not_assessed": skipped,
         "ood": outside,
+        "malignancy": malignant,
         "disclaimer": DISCLAIMER,
     }
     if explain_to is not None:
@@ -250,6 +268,10 @@ def render_markdown(report: dict, folder: str | Path | None = None) -> str:
                                                                      "images | – | – |"]
     if ood:
         lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
+    if report.get("malignancy"):
+        m = report["malignancy"]
+        lines += ["", f"**Malignancy score:** {m['score']:.2f} (referral at {m['threshold']:.2f} and above, set to "
+                      f"catch {m['target_sensitivity']:.0%} of malignant lesions in held-out images)"]
     if report.get("explanation"):
         png, grid = (Path(report["explanation"][k]) for k in ("png", "json"))
         if folder is not None:

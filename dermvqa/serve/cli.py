@@ -21,15 +21,16 @@ def _open_image(path: Path):
 
 def _report_fn(model, processor, model_dir: Path, ood):
     """A renderer for /report, or None when the folder has no label vocabulary."""
+    from dermvqa.infer.alert import load_alert
     from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
 
     try:
         labels = load_labels(model_dir)
     except FileNotFoundError:
         return None
-    families = trained_families(model_dir)
+    families, alert = trained_families(model_dir), load_alert(model_dir)
     return lambda image: render_markdown(build_report(model, processor, image, labels, model_name=model_dir.name,
-                                                      families=families, ood=ood))
+                                                      families=families, ood=ood, alert=alert))
 
 
 def _explain_fn(model, processor):
@@ -95,6 +96,7 @@ def report(model: Path = MODEL,
     import json
 
     from data_gen.records import write_text_atomic
+    from dermvqa.infer.alert import load_alert
     from dermvqa.infer.generate import load_model
     from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
     from dermvqa.model.ood import load_summary
@@ -106,7 +108,7 @@ def report(model: Path = MODEL,
     m, processor = load_model(model, device=device)
     result = build_report(m, processor, photo, labels, top_k=top_k, min_confidence=min_confidence,
                           model_name=model.resolve().name, image_name=image.name, families=trained_families(model),
-                          ood=load_summary(model),
+                          ood=load_summary(model), alert=load_alert(model),
                           explain_to=(Path(f"{out.with_suffix('')}_explain") if out else Path(f"{image.stem}_explain"))
                           if explain else None)
     text = (json.dumps(result, indent=1) + "\n" if fmt == "json"
@@ -140,6 +142,34 @@ def ood_fit(model: Path = MODEL,
                f"{model}; abstains above {s.threshold:.3f} (the {s.meta['quantile']:.0%} point of "
                f"{s.meta['n_held_out']} held-out training images)")
 
+
+
+def alert_fit(model: Path = MODEL,
+              qa: Path = typer.Option(..., "--qa", exists=True, file_okay=False,
+                                      help="a QA folder with held-out records"),
+              images: Path = typer.Option(..., "--images", exists=True, file_okay=False,
+                                          help="folder the records' image paths are relative to"),
+              split: str = typer.Option("val", help="the held-out split to set the level on (never the test split)"),
+              sensitivity: float = typer.Option(0.9, help="share of malignant held-out lesions the level must catch"),
+              device: str = DEVICE):
+    """Set the malignancy referral level of a trained model on held-out images and write it into its folder."""
+    from data_gen.records import read_records
+    from dermvqa.infer.alert import fit_alert
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.report import load_labels
+
+    if split == "test":
+        raise typer.BadParameter("the test split must stay unseen; set the level on a validation split",
+                                 param_hint="--split")
+    records = [r for r in read_records(qa, split=split) if r["family"] == "diagnosis"]
+    if not records:
+        raise typer.BadParameter(f"no diagnosis records of split {split!r} in {qa}", param_hint="--qa")
+    labels = load_labels(model)
+    m, processor = load_model(model, device=device)
+    info = fit_alert(m, processor, records, images, labels, model, sensitivity, split)
+    typer.echo(f"malignancy referral level {info['threshold']:.3f} written to {model}: on {info['n_images']} {split} "
+               f"images it catches {info['sensitivity']:.1%} of {info['n_malignant']} malignant lesions and refers "
+               f"{info['benign_referred']:.1%} of the others")
 
 serve_app = typer.Typer(help="Serve a model on this machine: web chat or an OpenAI-compatible API.",
                         no_args_is_help=True)

@@ -40,7 +40,8 @@ def _view(turns: list[list[str]]) -> list[dict]:
 
 
 def build_app(model, processor, labels: dict | None, model_name: str, limits: Limits = Limits(),
-              max_new_tokens: int = 256, families: list[str] | None = None, ood=None) -> gr.Blocks:
+              max_new_tokens: int = 256, families: list[str] | None = None, ood=None, alert: dict | None = None
+              ) -> gr.Blocks:
     overlays = Path(tempfile.mkdtemp(prefix="dermvqa-explain-"))
 
     def judge(path):
@@ -86,7 +87,7 @@ def build_app(model, processor, labels: dict | None, model_name: str, limits: Li
         if labels is None:
             raise gr.Error("This model folder has no dermvqa_labels.json, which the report needs.")
         return render_markdown(build_report(model, processor, photo(path), labels, model_name=model_name,
-                                            image_name=Path(path).name, families=families, ood=ood))
+                                            image_name=Path(path).name, families=families, ood=ood, alert=alert))
 
     with gr.Blocks(title="dermvqa chat") as demo:
         gr.HTML(f"<b>Disclaimer.</b> {DISCLAIMER}", elem_id="disclaimer")
@@ -131,9 +132,10 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, limits: L
 
 def serve_web(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, max_new_tokens: int = 256,
               device: str | None = None) -> None:
+    from dermvqa.infer.alert import load_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import load_summary
     from dermvqa.infer.report import load_labels, trained_families
+    from dermvqa.model.ood import load_summary
 
     model, processor = load_model(model_dir, device=device)
     try:
@@ -142,4 +144,5 @@ def serve_web(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, 
         print(f"note: {e}; the Report button is disabled")
         labels = None
     launch(build_app(model, processor, labels, Path(model_dir).resolve().name, max_new_tokens=max_new_tokens,
-                     families=trained_families(model_dir), ood=load_summary(model_dir)), host, port)
+                     families=trained_families(model_dir), ood=load_summary(model_dir), alert=load_alert(model_dir)),
+           host, port)

@@ -1,0 +1,93 @@
+"""Malignancy alert: refer a lesion whose malignant diagnoses together score above a level set for sensitivity.
+
+The report's top-1 diagnosis misses most malignant lesions of a weak model (the HAM10000 quickstart model
+named a benign class for 0.69 of test melanomas), and "likely benign: monitor" is then the wrong advice.
+The malignancy score is the summed probability of the diagnoses under a "malignant" ontology node, as the
+report ranks them (option likelihood of the diagnosis question). `fit_alert` picks, on held-out labelled
+images (a validation split, never the test split), the highest level that still flags `sensitivity` of
+the malignant ones, and writes it with what it cost there to `dermvqa_alert.json` in the model folder
+(plain transformers ignores it). The report then advises referral above that level whatever ranks first.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ALERT_FILE = "dermvqa_alert.json"
+MALIGNANT_NODE = "malignant"
+
+
+def under_malignant(path: list[str]) -> bool:
+    """An ontology path through a "malignant ..." node (the rule the report's next step uses)."""
+    return any(n.lower() == MALIGNANT_NODE or n.lower().startswith(MALIGNANT_NODE + " ") for n in path)
+
+
+def malignant_mask(labels: dict) -> np.ndarray:
+    """Which of labels["diagnoses"] lie under a malignant ontology node."""
+    return np.array([under_malignant(labels["ontology_paths"].get(d, [])) for d in labels["diagnoses"]], dtype=bool)
+
+
+def malignancy(probs, labels: dict) -> float:
+    """Summed probability of the malignant diagnoses (probs in the order of labels["diagnoses"])."""
+    return float(np.asarray(probs, dtype=float)[malignant_mask(labels)].sum())
+
+
+def level_for(scores: np.ndarray, sensitivity: float) -> float:
+    """The highest level at which at least `sensitivity` of these malignant cases score at or above it."""
+    if not len(scores):
+        raise ValueError("no malignant images to set the alert level on")
+    if not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity must be in (0, 1], got {sensitivity}")
+    return float(np.sort(scores)[::-1][math.ceil(sensitivity * len(scores)) - 1])
+
+
+def alert_figures(scores: np.ndarray, is_malignant: np.ndarray, level: float) -> dict:
+    flagged = scores >= level
+    return {"n_images": int(len(scores)), "n_malignant": int(is_malignant.sum()),
+            "sensitivity": round(float(flagged[is_malignant].mean()), 4) if is_malignant.any() else None,
+            "benign_referred": round(float(flagged[~is_malignant].mean()), 4) if (~is_malignant).any() else None}
+
+
+def score_records(model, processor, records: list[dict], image_root: Path, labels: dict,
+                  batch_size: int = 32) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(diagnosis record, malignancy score, truly malignant), one per image, from the diagnosis records."""
+    from tqdm import tqdm
+
+    from dermvqa.infer.likelihood import option_probs
+    from dermvqa.infer.report import DIAGNOSIS_QUESTION
+
+    by_image = {r["image"]: r for r in records if r["family"] == "diagnosis"}
+    paths = labels["ontology_paths"]
+    truth = np.array([under_malignant(r.get("ontology_path") or paths.get(r["label"], [])) for r in by_image.values()],
+                     dtype=bool)
+    names, scores = list(by_image), []
+    for i in tqdm(range(0, len(names), batch_size), desc="malignancy scores", unit="batch"):
+        images = [Image.open(Path(image_root) / n).convert("RGB") for n in names[i:i + batch_size]]
+        probs = option_probs(model, processor, images, [DIAGNOSIS_QUESTION] * len(images),
+                             [labels["diagnoses"]] * len(images))
+        scores += [malignancy(p, labels) for p in probs]
+    return list(by_image.values()), np.array(scores), truth
+
+
+def fit_alert(model, processor, records: list[dict], image_root: Path, labels: dict, model_dir: Path,
+              sensitivity: float = 0.9, split: str = "val") -> dict:
+    """Set the level on these held-out records and write it, with its figures, into the model folder."""
+    from data_gen.records import write_text_atomic
+
+    if not malignant_mask(labels).any():
+        raise ValueError("the model's diagnoses include no malignant ontology node: nothing to alert on")
+    _, scores, truth = score_records(model, processor, records, image_root, labels)
+    level = level_for(scores[truth], sensitivity)
+    info = {"threshold": round(level, 6), "target_sensitivity": sensitivity, "fitted_on": split,
+            **alert_figures(scores, truth, level)}
+    write_text_atomic(Path(model_dir) / ALERT_FILE, json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def load_alert(model_dir: str | Path) -> dict | None:
+    path = Path(model_dir) / ALERT_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
