@@ -130,27 +130,32 @@ def test_liger_patches_only_norms_swiglu_and_rope(model, modeling_names, monkeyp
     assert changed == {"apply_rotary_pos_emb", "Qwen2RMSNorm", "Qwen2MLP"}
 
 
-@cuda
-def test_flex_loss_and_gradients_equal_sdpa_on_gpu(model):
+def _same_training_after(switch, name: str, model) -> None:
+    """Loss and every gradient of the same packed batch before and after `switch(model)`."""
     examples = _examples(model, (5, 9, 3))
     ref, ref_grads = _loss_and_grads(model, examples)
-    set_llm_attention(model, "flex_attention")
-    flex, grads = _loss_and_grads(model, examples)
+    switch(model)
+    got, grads = _loss_and_grads(model, examples)
     worst = max((grads[n] - g).abs().max().item() for n, g in ref_grads.items())
-    print(f"flex_attention vs sdpa: loss {flex:.6f} vs {ref:.6f}, largest gradient difference {worst:.2e}")
-    assert grads.keys() == ref_grads.keys() and abs(flex - ref) < 1e-5
+    print(f"{name}: loss {got:.6f} vs {ref:.6f}, largest gradient difference {worst:.2e}")
+    assert grads.keys() == ref_grads.keys() and abs(got - ref) < 1e-5
     for n, g in ref_grads.items():
         torch.testing.assert_close(grads[n], g, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_the_gpu_comparison_itself_runs_here_with_eager_attention(model, capsys):
+    _same_training_after(lambda m: set_llm_attention(m, "eager"), "eager vs sdpa", model)
+    assert "eager vs sdpa: loss" in capsys.readouterr().out
+
+
+@cuda
+def test_flex_loss_and_gradients_equal_sdpa_on_gpu(model):
+    _same_training_after(lambda m: set_llm_attention(m, "flex_attention"), "flex_attention vs sdpa", model)
 
 
 @cuda
 def test_liger_loss_and_gradients_equal_plain_on_gpu(model, modeling_names):
-    examples = _examples(model, (5, 9, 3))
-    ref, ref_grads = _loss_and_grads(model, examples)
-    assert apply_liger(model, True) is True
-    liger, grads = _loss_and_grads(model, examples)
-    worst = max((grads[n] - g).abs().max().item() for n, g in ref_grads.items())
-    print(f"liger vs plain: loss {liger:.6f} vs {ref:.6f}, largest gradient difference {worst:.2e}")
-    assert grads.keys() == ref_grads.keys() and abs(liger - ref) < 1e-5
-    for n, g in ref_grads.items():
-        torch.testing.assert_close(grads[n], g, rtol=1e-4, atol=1e-5, msg=n)
+    def liger(m):
+        assert apply_liger(m, True) is True
+
+    _same_training_after(liger, "liger vs plain", model)
