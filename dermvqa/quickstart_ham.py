@@ -143,18 +143,18 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
 def malignancy_alert(model_dir: Path, qa_dir: Path, images: Path, sensitivity: float = 0.9) -> dict:
     """The referral level set on the validation split (written into the model), then measured on the test split."""
     from data_gen.records import read_records
-    from dermvqa.infer.alert import alert_figures, fit_alert, score_records
+    from dermvqa.infer.alert import alert_figures, fit_alert, is_malignant, score_records
     from dermvqa.infer.generate import load_model
     from dermvqa.infer.report import load_labels
 
     records, labels = read_records(qa_dir), load_labels(model_dir)
     held_out = [r for r in records if r["split"] == "val" and r["family"] == "diagnosis"]
-    if not any(r["label"] in MALIGNANT for r in held_out):
+    if not any(is_malignant(r, labels) for r in held_out):
         return {"skipped": f"no malignant image among the {len(held_out)} validation images"}
     model, processor = load_model(model_dir, device="cpu")
     val = fit_alert(model, processor, held_out, images, labels, model_dir, sensitivity, "val")
     test, scores, truth = score_records(model, processor, [r for r in records if r["split"] == "test"], images, labels)
-    melanoma = np.array([r["label"] == DX["mel"][1] for r in test])
+    melanoma = np.array([r["label"] == MELANOMA for r in test])
     return {"val": val, "official_test": {**alert_figures(scores, truth, val["threshold"]),
                                           "melanoma_sensitivity": round(float((scores >= val["threshold"])[melanoma]
                                                                               .mean()), 4)}}

@@ -21,9 +21,18 @@ ALERT_FILE = "dermvqa_alert.json"
 MALIGNANT_NODE = "malignant"
 
 
+def under_node(path: list[str], node: str) -> bool:
+    """An ontology path through `node` or a "`node` ..." node (case-insensitive), e.g. "malignant neoplasms"."""
+    return any(n.lower() == node or n.lower().startswith(node + " ") for n in path)
+
+
 def under_malignant(path: list[str]) -> bool:
-    """An ontology path through a "malignant ..." node (the rule the report's next step uses)."""
-    return any(n.lower() == MALIGNANT_NODE or n.lower().startswith(MALIGNANT_NODE + " ") for n in path)
+    return under_node(path, MALIGNANT_NODE)
+
+
+def is_malignant(record: dict, labels: dict) -> bool:
+    """A labelled record's diagnosis lies under a malignant node (its own ontology path, else the model's)."""
+    return under_malignant(record.get("ontology_path") or labels["ontology_paths"].get(record["label"], []))
 
 
 def malignant_mask(labels: dict) -> np.ndarray:
@@ -61,9 +70,7 @@ def score_records(model, processor, records: list[dict], image_root: Path, label
     from dermvqa.infer.report import DIAGNOSIS_QUESTION
 
     by_image = {r["image"]: r for r in records if r["family"] == "diagnosis"}
-    paths = labels["ontology_paths"]
-    truth = np.array([under_malignant(r.get("ontology_path") or paths.get(r["label"], [])) for r in by_image.values()],
-                     dtype=bool)
+    truth = np.array([is_malignant(r, labels) for r in by_image.values()], dtype=bool)
     names, scores = list(by_image), []
     for i in tqdm(range(0, len(names), batch_size), desc="malignancy scores", unit="batch"):
         images = [Image.open(Path(image_root) / n).convert("RGB") for n in names[i:i + batch_size]]

@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from data_gen.records import write_text_atomic
-from dermvqa.infer.alert import malignancy, under_malignant
+from dermvqa.infer.alert import malignancy, under_malignant, under_node
 from dermvqa.infer.generate import answer_batch
 from dermvqa.infer.likelihood import option_probs
 
@@ -135,9 +135,7 @@ def _ranked(options: list[str], probs: list[float], k: int) -> list[dict]:
 def next_step(path: list[str], unsure: bool) -> str:
     if unsure:
         return UNSURE_NEXT_STEP
-    nodes = [n.lower() for n in path]
-    return next((step for key, step in NEXT_STEPS if any(key == n or n.startswith(key + " ") for n in nodes)),
-                DEFAULT_NEXT_STEP)
+    return next((step for key, step in NEXT_STEPS if under_node(path, key)), DEFAULT_NEXT_STEP)
 
 
 def build_report(model, processor, image: Image.Image, labels: dict, top_k: int = 5, min_confidence: float = 0.5,

@@ -143,7 +143,6 @@ def ood_fit(model: Path = MODEL,
                f"{s.meta['n_held_out']} held-out training images)")
 
 
-
 def alert_fit(model: Path = MODEL,
               qa: Path = typer.Option(..., "--qa", exists=True, file_okay=False,
                                       help="a QA folder with held-out records"),
@@ -170,6 +169,7 @@ def alert_fit(model: Path = MODEL,
     typer.echo(f"malignancy referral level {info['threshold']:.3f} written to {model}: on {info['n_images']} {split} "
                f"images it catches {info['sensitivity']:.1%} of {info['n_malignant']} malignant lesions and refers "
                f"{info['benign_referred']:.1%} of the others")
+
 
 serve_app = typer.Typer(help="Serve a model on this machine: web chat or an OpenAI-compatible API.",
                         no_args_is_help=True)
