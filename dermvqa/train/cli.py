@@ -14,8 +14,19 @@ def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YA
     from dermvqa.train.trainer import run_training
 
     final = run_training(load_recipe(config, ctx.args), resume=resume)
+    leave_process_group()
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"model saved to {final}")
+
+
+def leave_process_group() -> None:
+    """Wait until rank 0 has written the model, then close the group: a rank that exits with gloo's
+    threads still running aborts ("terminate called without an active exception") and fails the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def export(

@@ -13,6 +13,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
+from dermvqa.model.ood import load_summary
 from dermvqa.train.ds_env import free_port
 from tests.conftest import REPO
 from tests.train.test_modes import QUANT
@@ -32,10 +33,10 @@ def torchrun(args: list[str]) -> str:
     return out
 
 
-def train_args(world, out, batch_size, ds):
+def train_args(world, out, batch_size, ds, epochs=2):
     extra = ("tune.mode=lora", NO_DROPOUT_LORA, f"train.deepspeed={ds}", f"train.batch_size={batch_size}",
              "train.save_steps=6")
-    return ["train", str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(world, out, 2, extra)]
+    return ["train", str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(world, out, epochs, extra)]
 
 
 def adapter(run_dir):
@@ -72,15 +73,20 @@ def test_two_processes_zero3_match_one_process_and_resume(tmp_path):
 
 
 def test_two_processes_qlora_zero2_match_one_process(tmp_path):
-    """The multi-GPU QLoRA recipe (4-bit LLM, ZeRO-2) in miniature, on bitsandbytes' CPU backend."""
-    world = make_world(tmp_path / "w")
+    """The multi-GPU QLoRA recipe (4-bit LLM, ZeRO-2) in miniature, on bitsandbytes' CPU backend; both ranks
+    fit the out-of-distribution summary at the end, rank 0 writes it, and it equals the one-process fit."""
+    world = make_world(tmp_path / "w", n=24)  # 24 images: enough for an out-of-distribution summary
     qlora = ("tune.mode=qlora", QUANT)
-    one = cli(train_args(world, tmp_path / "one", 4, "null") + list(qlora))
+    one = cli(train_args(world, tmp_path / "one", 4, "null", epochs=1) + list(qlora))
     out = one.communicate(timeout=600)[0]
     assert one.returncode == 0, out[-3000:]
-    torchrun(train_args(world, tmp_path / "two", 2, ZERO / "zero2.json") + list(qlora))
+    torchrun(train_args(world, tmp_path / "two", 2, ZERO / "zero2.json", epochs=1) + list(qlora))
     ref, two = (losses(json.loads((tmp_path / n / "train_log.json").read_text())) for n in ("one", "two"))
     assert sorted(ref) == sorted(two) == list(range(1, 13))
     assert all(abs(ref[s] - two[s]) < 1e-4 for s in ref), (ref, two)
     a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    ood_one, ood_two = (load_summary(tmp_path / n / "model") for n in ("one", "two"))
+    assert ood_one is not None and ood_two is not None and ood_one.classes == ood_two.classes
+    assert torch.allclose(ood_one.means, ood_two.means, atol=1e-4)
+    assert abs(ood_one.threshold - ood_two.threshold) < 1e-3 * max(1.0, ood_one.threshold)
