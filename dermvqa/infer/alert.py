@@ -89,7 +89,7 @@ def fit_alert(model, processor, records: list[dict], image_root: Path, labels: d
         raise ValueError("the model's diagnoses include no malignant ontology node: nothing to alert on")
     _, scores, truth = score_records(model, processor, records, image_root, labels)
     level = level_for(scores[truth], sensitivity)
-    info = {"threshold": round(level, 6), "target_sensitivity": sensitivity, "fitted_on": split,
+    info = {"threshold": level, "target_sensitivity": sensitivity, "fitted_on": split,
             **alert_figures(scores, truth, level)}
     write_text_atomic(Path(model_dir) / ALERT_FILE, json.dumps(info, indent=1) + "\n")
     return info

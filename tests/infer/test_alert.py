@@ -56,6 +56,13 @@ def test_alert_fit_sets_the_level_on_held_out_images_and_refuses_the_test_split(
     assert info["fitted_on"] == "val" and info["n_images"] == 40 and info["n_malignant"] > 0
     assert info["sensitivity"] >= 0.9 and 0 <= info["threshold"] <= 1
     assert json.loads((model_dir / ALERT_FILE).read_text()) == info
+    from data_gen.records import read_records
+
+    model, processor = load_model(model_dir, device="cpu")  # the stored level reproduces its stored figures
+    _, scores, truth = score_records(model, processor, read_records(qa, split="val"), world / "images",
+                                     load_labels(model_dir))
+    assert {k: info[k] for k in ("n_images", "n_malignant", "sensitivity", "benign_referred")} == \
+        alert_figures(scores, truth, info["threshold"])
 
 
 def test_report_scores_as_the_level_was_set_and_refers_above_it(alerted):
