@@ -6,6 +6,14 @@ from typing import Annotated
 import typer
 
 
+MISSING_SIDECAR = {  # what a report from the export lacks without each file (written by training / alert-fit)
+    "dermvqa_labels.json": "`dermvqa report` cannot run on the export",
+    "data_summary.json": "reports answer every section, trained or not",
+    "dermvqa_ood.json": "reports never abstain on photos unlike the training images",
+    "dermvqa_alert.json": "reports carry no malignancy referral (run `dermvqa alert-fit` on the export)",
+}
+
+
 def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YAML (see configs/)"),
           resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint "
                                                               "in train.output_dir/checkpoints")):
@@ -41,3 +49,8 @@ def export(
 
     path = run_export(src, out, dtype, recipe or None)
     typer.echo(f"exported {src} -> {path} (loads with LlavaForConditionalGeneration + AutoProcessor)")
+    carried = {p.name for p in path.glob("dermvqa_*")} | {p.name for p in path.glob("data_summary.json")}
+    typer.echo(f"carried for dermvqa report / chat / serve: {', '.join(sorted(carried)) or 'nothing'}")
+    for name, loss in MISSING_SIDECAR.items():
+        if name not in carried:
+            typer.echo(f"note: {src} has no {name}, so {loss}")

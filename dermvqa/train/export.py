@@ -163,6 +163,7 @@ def export(source: str | Path, out: str | Path, dtype: str = "float32", recipe_p
          if p.is_file()), None)
     summary = next((p for p in (source / "data_summary.json", source.parent / "data_summary.json",
                                 source.parent.parent / "data_summary.json") if p.is_file()), None)
+    sidecars = sorted(source.glob("dermvqa_*"))  # labels, OOD summary, referral level: fit on these very weights
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     # greedy, with the family's stop ids, whatever the LLM's own (sampling) config said
@@ -175,6 +176,10 @@ def export(source: str | Path, out: str | Path, dtype: str = "float32", recipe_p
         (tmp / "README.md").write_text(card)
         if recipe:
             shutil.copy(recipe, tmp / "recipe.yaml")
+        if summary:  # its trained families decide which report sections the model may answer
+            shutil.copy(summary, tmp / "data_summary.json")
+        for sidecar in sidecars:
+            shutil.copy(sidecar, tmp / sidecar.name)
         honour_umask(tmp)
         if out.exists():
             out.rmdir()

@@ -111,3 +111,50 @@ def test_export_command_reports_bad_source(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "neither adapter_config.json nor config.json" in str(res.exception)
+
+
+def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, tmp_path):
+    """The label vocabulary, trained families, out-of-distribution summary and referral level travel with the
+    export, so a report from the exported folder abstains, refers and skips sections as the source's did."""
+    import csv
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from dermvqa.cli import app
+    from dermvqa.infer.alert import fit_alert, load_alert
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.report import build_report, load_labels, trained_families
+    from dermvqa.model.ood import load_summary
+
+    source, world = trusted_model_dir
+    src = shutil.copytree(source, tmp_path / "src")
+    rows = list(csv.DictReader(open(world / "derm1m.csv", encoding="utf-8")))
+    model, processor = load_model(src, device="cpu")
+    fit_alert(model, processor, [{"image": r["filename"], "family": "diagnosis", "label": r["disease_label"]}
+                                 for r in rows[:40]], world / "images", load_labels(src), src)
+    res = CliRunner().invoke(app, ["export", str(src), "--out", str(tmp_path / "out"), "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    assert "data_summary.json, dermvqa_alert.json, dermvqa_labels.json, dermvqa_ood.json" in res.output
+    assert "note:" not in res.output
+
+    def report(folder, name):
+        m, p = load_model(folder, device="cpu")
+        return build_report(m, p, Image.open(world / "images" / name), load_labels(folder),
+                            families=trained_families(folder), ood=load_summary(folder), alert=load_alert(folder))
+
+    for r in rows[40:44]:
+        a, b = report(src, r["filename"]), report(tmp_path / "out", r["filename"])
+        assert a["not_assessed"] == b["not_assessed"] and a["not_assessed"]  # untrained sections still skipped
+        assert b["ood"] is not None and abs(a["ood"]["score"] - b["ood"]["score"]) < 1e-3
+        assert a["ood"]["unlike_training"] == b["ood"]["unlike_training"] and a["summary"] == b["summary"]
+        assert (a["malignancy"] is None) == (b["malignancy"] is None) == a["ood"]["unlike_training"]
+        if a["malignancy"]:
+            assert b["malignancy"]["threshold"] == a["malignancy"]["threshold"]
+            assert a["malignancy"]["alert"] == b["malignancy"]["alert"] and a["next_step"] == b["next_step"]
+
+    bare = tmp_path / "bare"  # a folder without them: the export says what its reports will lack
+    shutil.copytree(source, bare, ignore=shutil.ignore_patterns("dermvqa_*", "data_summary.json"))
+    res = CliRunner().invoke(app, ["export", str(bare), "--out", str(tmp_path / "bare_out")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("note:") == 4 and "never abstain" in res.output and "alert-fit" in res.output
