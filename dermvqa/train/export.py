@@ -62,7 +62,8 @@ def load_for_export(source: str | Path, dtype=torch.float32):
         processor = AutoProcessor.from_pretrained(_processor_dir(source, None))
         what = f"full model {source}"
     else:
-        raise FileNotFoundError(f"{source}: neither adapter_config.json nor config.json (not a training output)")
+        hint = f"; the run's final model is {source / 'model'}" if (source / "model").is_dir() else ""
+        raise FileNotFoundError(f"{source}: neither adapter_config.json nor config.json (not a training output{hint})")
     leftovers = [n for n, _ in model.named_modules() if "lora_" in n or n.endswith("base_layer")]
     if leftovers:
         raise RuntimeError(f"merge left adapter modules behind: {leftovers[:3]}")

@@ -111,6 +111,9 @@ def test_export_command_reports_bad_source(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "neither adapter_config.json nor config.json" in str(res.exception)
+    (tmp_path / "run" / "model").mkdir(parents=True)  # a run folder given instead of its model: say where it is
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and f"the run's final model is {tmp_path / 'run' / 'model'}" in str(res.exception)
 
 
 def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, tmp_path):
