@@ -32,6 +32,8 @@ def synth(csv: Path = typer.Option(..., help="Derm1M-format CSV (Derm1M_v2_pretr
                                                        help="families to make, repeated or comma-separated "
                                                             "(default all)"),
           test_fraction: float = typer.Option(0.2, help="share of images in the test split"),
+          val_fraction: float = typer.Option(0.0, help="share of images in a validation split, taken from train "
+                                                       "(for `dermvqa alert-fit`; the test split stays the same)"),
           chunk_rows: int = typer.Option(10_000, help="rows per part (the unit of resume)"),
           strict: bool = typer.Option(False, help="stop at the first bad row instead of counting it"),
           overwrite: bool = typer.Option(False, help="delete an earlier run in --out made with other settings"),
@@ -41,7 +43,7 @@ def synth(csv: Path = typer.Option(..., help="Derm1M-format CSV (Derm1M_v2_pretr
 
     families = [f.strip() for item in families or [] for f in item.split(",") if f.strip()] or None
     synthesize(csv, ontology, out, images_dir=images, seed=seed, families=families, shard=_shard(shard),
-               test_fraction=test_fraction, tree_path=tree, concept_terms_path=concept_terms,
+               test_fraction=test_fraction, val_fraction=val_fraction, tree_path=tree, concept_terms_path=concept_terms,
                chunk_rows=chunk_rows, strict=strict, encoding=encoding, overwrite=overwrite)
 
 
@@ -124,6 +126,7 @@ _TREE = typer.Option(None, help="nested ontology tree JSON (splits the benign/ma
 _STRICT = typer.Option(False, help="stop at the first bad row instead of counting it as skipped")
 _SEED = typer.Option(0, help="seed of the fallback split")
 _TEST_FRACTION = typer.Option(0.2, help="test share of the fallback split")
+_VAL_FRACTION = typer.Option(0.0, help="validation share of the fallback split, taken from train")
 
 
 def _run_import(fn, ontology: Optional[Path], tree: Optional[Path], **kw) -> None:
@@ -137,33 +140,33 @@ def _run_import(fn, ontology: Optional[Path], tree: Optional[Path], **kw) -> Non
 def import_ham(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
                split_file: Optional[Path] = _SPLIT, ontology: Optional[Path] = _ONTOLOGY,
                tree: Optional[Path] = _TREE, strict: bool = _STRICT, seed: int = _SEED,
-               test_fraction: float = _TEST_FRACTION):
+               test_fraction: float = _TEST_FRACTION, val_fraction: float = _VAL_FRACTION):
     """HAM10000_metadata.csv (+ the DermaMNIST split file) -> Derm1M format; 7 dx codes -> ontology nodes."""
     from data_gen.importers.ham10000 import import_ham10000
 
     _run_import(import_ham10000, ontology, tree, metadata=metadata, images=images, out=out, split_file=split_file,
-                strict=strict, seed=seed, test_fraction=test_fraction)
+                strict=strict, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
 
 
 @import_app.command("pad-ufes-20")
 def import_pad(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
                split_file: Optional[Path] = _SPLIT, ontology: Optional[Path] = _ONTOLOGY,
                tree: Optional[Path] = _TREE, strict: bool = _STRICT, seed: int = _SEED,
-               test_fraction: float = _TEST_FRACTION):
+               test_fraction: float = _TEST_FRACTION, val_fraction: float = _VAL_FRACTION):
     """PAD-UFES-20 metadata.csv -> Derm1M format with real Fitzpatrick skin types; split by patient."""
     from data_gen.importers.pad_ufes_20 import import_pad_ufes_20
 
     _run_import(import_pad_ufes_20, ontology, tree, metadata=metadata, images=images, out=out,
-                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction)
+                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
 
 
 @import_app.command("fitzpatrick17k")
 def import_f17k(metadata: Path = _METADATA, images: Path = _IMAGES, out: Path = _OUT,
                 ontology: Path = typer.Option(..., help="Derm1M ontology.json: the 114 labels resolve against it"),
                 split_file: Optional[Path] = _SPLIT, tree: Optional[Path] = _TREE, strict: bool = _STRICT,
-                seed: int = _SEED, test_fraction: float = _TEST_FRACTION):
+                seed: int = _SEED, test_fraction: float = _TEST_FRACTION, val_fraction: float = _VAL_FRACTION):
     """fitzpatrick17k.csv -> Derm1M format; rows whose <md5hash>.jpg is not under --images are listed as skipped."""
     from data_gen.importers.fitzpatrick17k import import_fitzpatrick17k
 
     _run_import(import_fitzpatrick17k, ontology, tree, metadata=metadata, images=images, out=out,
-                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction)
+                split_file=split_file, strict=strict, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)

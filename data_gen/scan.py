@@ -36,6 +36,7 @@ class ScanInput:
     chunk_rows: int
     strict: bool
     encoding: str
+    val_fraction: float = 0.0
 
 
 @dataclass
@@ -79,7 +80,7 @@ def _scan_rows(inp: ScanInput, rows) -> tuple[list, dict]:
                 reason = ("image file missing" if not image.is_file() else "image unreadable", str(image))
         if reason is None:
             corpus.observe(row, paths, res.hier_nodes if res is not None else ())
-        split = row.split or assign_split(group_key, inp.seed, inp.test_fraction)  # a given split wins
+        split = row.split or assign_split(group_key, inp.seed, inp.test_fraction, inp.val_fraction)  # given wins
         out.append((row.filename, reason, note, split, paths))
     return out, corpus.state()
 

@@ -1,4 +1,4 @@
-"""Train/test split by image: a difference hash (dHash) of the pixels when images exist, the filename otherwise.
+"""Train/(val/)test split by image: a difference hash (dHash) of the pixels when images exist, the filename otherwise.
 
 Two files with the same picture (a re-upload, a resized copy) get the same dHash and so the same
 split; every record of an image lands in that image's split.
@@ -39,5 +39,14 @@ def dhash(path: str | Path, size: int = 8) -> str:
     return f"{bits:0{size * size // 4}x}"
 
 
-def assign_split(group_key: str, seed: int, test_fraction: float) -> str:
-    return "test" if stable_unit("split", seed, group_key) < test_fraction else "train"
+def check_fractions(test_fraction: float, val_fraction: float) -> None:
+    if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction < 1):
+        raise ValueError(f"the test fraction ({test_fraction}) and val fraction ({val_fraction}) must be >= 0 "
+                         f"and sum below 1 (some images must train)")
+
+
+def assign_split(group_key: str, seed: int, test_fraction: float, val_fraction: float = 0.0) -> str:
+    """test below `test_fraction`, val in the next `val_fraction`, train above: adding a validation split
+    takes its images from train only, so the test split stays the same images."""
+    u = stable_unit("split", seed, group_key)
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"

@@ -31,6 +31,7 @@ from data_gen.records import write_parquet, write_text_atomic
 from data_gen.report import merge_stats, write_report
 from data_gen.scan import Scan, ScanInput
 from data_gen.scan import scan as run_scan
+from data_gen.split import check_fractions
 
 # Most records one image may give per family (more would over-weight rows with many concepts/levels).
 PER_IMAGE_CAP = {"category": 3}
@@ -173,7 +174,7 @@ def _run_parts(job: _Job, todo: list[int], workers, progress: bool, desc: str, t
 
 def synthesize(csv_path, ontology_path, out_dir, images_dir=None, seed=0, families=None, shard=(0, 1),
                test_fraction=0.2, *, tree_path=None, concept_terms_path=None, chunk_rows=10_000, strict=False,
-               encoding="utf-8", n_options=4, workers=None, overwrite=False, progress=True) -> dict:
+               encoding="utf-8", n_options=4, workers=None, overwrite=False, progress=True, val_fraction=0.0) -> dict:
     """Write QA records for the rows of `shard` = (I, N) under out_dir/qa/ and return the report.
     `workers` processes (default: up to 2 CPUs) share this shard's parts; the output does not depend on it.
     A folder holding a run with other inputs or settings is refused unless `overwrite` (which deletes it)."""
@@ -183,6 +184,7 @@ def synthesize(csv_path, ontology_path, out_dir, images_dir=None, seed=0, famili
     if not (count >= 1 and 0 <= index < count):
         raise ValueError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
     check_columns(csv_path, encoding)
+    check_fractions(test_fraction, val_fraction)
     fams = resolve(families)
     ontology = Ontology.load(ontology_path, tree_path)
     synonyms = load_concept_terms(concept_terms_path) if concept_terms_path else None
@@ -190,7 +192,8 @@ def synthesize(csv_path, ontology_path, out_dir, images_dir=None, seed=0, famili
                 "tree": _file_digest(Path(tree_path)) if tree_path else None,
                 "concept_terms": _file_digest(Path(concept_terms_path)) if concept_terms_path else None,
                 "images": bool(images_dir), "seed": seed, "families": [f.NAME for f in fams],
-                "test_fraction": test_fraction, "chunk_rows": chunk_rows, "n_options": n_options, "strict": strict}
+                "test_fraction": test_fraction, "chunk_rows": chunk_rows, "n_options": n_options, "strict": strict,
+                **({"val_fraction": val_fraction} if val_fraction else {})}  # absent at 0: older runs still resume
     run_file = out_dir / "run.json"
     if overwrite:
         for old in ("qa", "parts"):
@@ -208,7 +211,7 @@ def synthesize(csv_path, ontology_path, out_dir, images_dir=None, seed=0, famili
 
     corpus = Corpus(ontology, ConceptVocab(synonym_groups=synonyms))
     inp = ScanInput(csv_path, ontology, Path(images_dir) if images_dir else None, seed, test_fraction, chunk_rows,
-                    strict, encoding)
+                    strict, encoding, val_fraction)
     scan = run_scan(inp, corpus, workers, progress)
     n_rows = len(scan.reason)
     n_parts = max(1, -(-n_rows // chunk_rows))

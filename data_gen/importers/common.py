@@ -23,7 +23,7 @@ from tqdm import tqdm
 from data_gen.derm1m import COLUMNS
 from data_gen.ontology import Ontology, sub_ontology
 from data_gen.records import write_text_atomic
-from data_gen.split import assign_split
+from data_gen.split import assign_split, check_fractions
 
 CSV_NAME = "derm1m.csv"
 OUT_COLUMNS = list(COLUMNS) + ["fitzpatrick", "split", "source_id", "group_id"]
@@ -147,8 +147,10 @@ def _problem(c: Candidate, seen: set, index: dict, images: Path | None) -> tuple
 
 def finish(candidates: list[Candidate], *, dataset: str, metadata: Path, images: Path | None, out: Path,
            mapping_doc: dict[str, str], strict: bool = False,
-           seed: int = 0, test_fraction: float = 0.2, notes: dict[str, int] | None = None) -> dict:
+           seed: int = 0, test_fraction: float = 0.2, notes: dict[str, int] | None = None,
+           val_fraction: float = 0.0) -> dict:
     """Check, split, write OUT/derm1m.csv + reports; return the report dict. See the module docstring."""
+    check_fractions(test_fraction, val_fraction)
     index = index_images(images) if images is not None else {}
     kept, skipped, seen = [], [], set()
     for c in tqdm(candidates, desc=f"import {dataset}", unit="row"):
@@ -160,7 +162,7 @@ def finish(candidates: list[Candidate], *, dataset: str, metadata: Path, images:
             skipped.append({"row": c.row, "id": c.id, "reason": problem, "detail": detail})
             continue
         c.image = index[c.image]
-        c.split = c.split or assign_split(c.group or c.id, seed, test_fraction)
+        c.split = c.split or assign_split(c.group or c.id, seed, test_fraction, val_fraction)
         kept.append(c)
     out.mkdir(parents=True, exist_ok=True)
     rows = [_out_row(c, dataset) for c in kept]
@@ -178,7 +180,8 @@ def finish(candidates: list[Candidate], *, dataset: str, metadata: Path, images:
               "csv": str(out / CSV_NAME), "rows_read": len(candidates), "rows_written": len(kept),
               "rows_skipped": len(skipped), "skipped": dict(sorted(reasons.items())), "notes": notes or {},
               "split_source": "dataset" if any(c.split for c in candidates) else f"by group id (seed {seed}, "
-              f"test fraction {test_fraction})", "splits": dict(sorted(by_split.items())),
+              f"test fraction {test_fraction}, val fraction {val_fraction})",
+              "splits": dict(sorted(by_split.items())),
               "classes": {code: dict(sorted(Counter(c.split for c in kept if c.code == code).items()))
                           for code in sorted({c.code for c in kept})},
               "fitzpatrick": dict(sorted(Counter(str(c.fitzpatrick or "unknown") for c in kept).items())),

@@ -49,7 +49,8 @@ def _resolve(ontology: Ontology, label: str, partition: str) -> tuple[tuple[str,
 
 
 def import_fitzpatrick17k(metadata: Path, images: Path, out: Path, ontology: Ontology, split_file: Path | None = None,
-                          strict: bool = False, seed: int = 0, test_fraction: float = 0.2) -> dict:
+                          strict: bool = False, seed: int = 0, test_fraction: float = 0.2,
+                          val_fraction: float = 0.0) -> dict:
     """Write OUT/derm1m.csv and the import report; see the module docstring for labels, images and split."""
     rows = read_table(Path(metadata), REQUIRED)
     given = read_split_file(Path(split_file)) if split_file else None
@@ -77,4 +78,5 @@ def import_fitzpatrick17k(metadata: Path, images: Path, out: Path, ontology: Ont
                 c.problem, c.detail = "not in the split file", str(split_file)
         candidates.append(c)
     return finish(candidates, dataset="fitzpatrick17k", metadata=Path(metadata), images=Path(images), out=Path(out),
-                  mapping_doc=dict(sorted(mapping.items())), strict=strict, seed=seed, test_fraction=test_fraction)
+                  mapping_doc=dict(sorted(mapping.items())), strict=strict, seed=seed,
+                  test_fraction=test_fraction, val_fraction=val_fraction)

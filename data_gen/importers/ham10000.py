@@ -56,7 +56,8 @@ def caption(r: dict) -> str:
 
 
 def import_ham10000(metadata: Path, images: Path, out: Path, split_file: Path | None = None, ontology=None,
-                    strict: bool = False, seed: int = 0, test_fraction: float = 0.2) -> dict:
+                    strict: bool = False, seed: int = 0, test_fraction: float = 0.2,
+                    val_fraction: float = 0.0) -> dict:
     """Write OUT/derm1m.csv and the import report; see the module docstring for the mapping and split."""
     if ontology is not None:
         check_mapping(DX, ontology, "HAM10000 mapping")
@@ -82,4 +83,5 @@ def import_ham10000(metadata: Path, images: Path, out: Path, split_file: Path | 
         notes["split-file ids without a metadata row"] = sum(1 for k in given if k not in listed)
     mapping_doc = {code: " > ".join(node) + f" (written as {label!r})" for code, (node, label) in DX.items()}
     return finish(candidates, dataset="ham10000", metadata=Path(metadata), images=Path(images), out=Path(out),
-                  mapping_doc=mapping_doc, strict=strict, seed=seed, test_fraction=test_fraction, notes=notes)
+                  mapping_doc=mapping_doc, strict=strict, seed=seed,
+                  test_fraction=test_fraction, val_fraction=val_fraction, notes=notes)

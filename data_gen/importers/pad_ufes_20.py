@@ -49,7 +49,8 @@ def caption(r: dict, site: str, age: str) -> str:
 
 
 def import_pad_ufes_20(metadata: Path, images: Path, out: Path, split_file: Path | None = None, ontology=None,
-                       strict: bool = False, seed: int = 0, test_fraction: float = 0.2) -> dict:
+                       strict: bool = False, seed: int = 0, test_fraction: float = 0.2,
+                       val_fraction: float = 0.0) -> dict:
     """Write OUT/derm1m.csv and the import report; see the module docstring for the mapping and split."""
     if ontology is not None:
         check_mapping(DIAGNOSTIC, ontology, "PAD-UFES-20 mapping")
@@ -77,4 +78,5 @@ def import_pad_ufes_20(metadata: Path, images: Path, out: Path, split_file: Path
         candidates.append(c)
     mapping_doc = {code: " > ".join(node) + f" (written as {label!r})" for code, (node, label) in DIAGNOSTIC.items()}
     return finish(candidates, dataset="pad-ufes-20", metadata=Path(metadata), images=Path(images), out=Path(out),
-                  mapping_doc=mapping_doc, strict=strict, seed=seed, test_fraction=test_fraction)
+                  mapping_doc=mapping_doc, strict=strict, seed=seed,
+                  test_fraction=test_fraction, val_fraction=val_fraction)

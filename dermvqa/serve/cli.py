@@ -160,6 +160,10 @@ def alert_fit(model: Path = MODEL,
     if split == "test":
         raise typer.BadParameter("the test split must stay unseen; set the level on a validation split",
                                  param_hint="--split")
+    if split == "train":
+        raise typer.BadParameter("a level set on the images it trained on overstates what the model catches; set "
+                                 "it on a validation split (`dermvqa data synth --val-fraction 0.1`)",
+                                 param_hint="--split")
     records = [r for r in read_records(qa, split=split) if r["family"] == "diagnosis"]
     if not records:
         raise typer.BadParameter(f"no diagnosis records of split {split!r} in {qa}", param_hint="--qa")

@@ -87,6 +87,14 @@ def test_ham10000_without_split_file_keeps_lesions_together(tmp_path):
         assert split_of_lesion.setdefault(r["group_id"], r["split"]) == r["split"]
     share = sum(r["split"] == "test" for r in rows) / len(rows)
     assert 0.25 < share < 0.35
+    import_ham10000(HAM / "HAM10000_metadata.csv", HAM / "images", tmp_path / "v", test_fraction=0.3,
+                    val_fraction=0.1)  # a validation split comes out of train; test keeps the same lesions
+    with_val = read_csv(tmp_path / "v" / "derm1m.csv")
+    assert {r["filename"] for r in with_val if r["split"] == "test"} == {r["filename"] for r in rows
+                                                                        if r["split"] == "test"}
+    for r in with_val:
+        assert split_of_lesion.setdefault(r["group_id"] + "/v", r["split"]) == r["split"]
+    assert 0.07 < sum(r["split"] == "val" for r in with_val) / len(with_val) < 0.13
 
 
 def _bad_ham(tmp_path):

@@ -142,3 +142,19 @@ def test_unknown_label_duplicates_and_comma_labels(tmp_path):
     assert mel[0]["ontology_path"] == ["proliferations", "malignant", "melanocytic", "Malignant melanoma, melanoma"]
     with pytest.raises(ValueError, match=r"data row 3 \(b\.png\): label not in ontology"):
         synthesize(path, ONTOLOGY, tmp_path / "strict", **synth_kwargs(strict=True))
+
+
+def test_validation_split_comes_from_train_and_leaves_test_alone(big_csv, tmp_path):
+    import json
+
+    synthesize(big_csv, ONTOLOGY, tmp_path / "plain", **synth_kwargs(chunk_rows=100))
+    synthesize(big_csv, ONTOLOGY, tmp_path / "val", **synth_kwargs(chunk_rows=100, val_fraction=0.25))
+    plain, val = ({r["image"]: r["split"] for r in read_records(tmp_path / n / "qa")} for n in ("plain", "val"))
+    assert plain.keys() == val.keys() and set(val.values()) == {"train", "val", "test"}
+    assert {i for i, s in plain.items() if s == "test"} == {i for i, s in val.items() if s == "test"}
+    assert all(plain[i] == "train" for i, s in val.items() if s == "val")
+    assert 0.15 < sum(s == "val" for s in val.values()) / len(val) < 0.35
+    assert "val_fraction" not in json.loads((tmp_path / "plain" / "run.json").read_text())  # older runs resume
+    with pytest.raises(ValueError, match="sum below 1"):
+        synthesize(big_csv, ONTOLOGY, tmp_path / "bad", **synth_kwargs(test_fraction=0.5, val_fraction=0.5))
+    assert not (tmp_path / "bad").exists()

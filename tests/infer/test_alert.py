@@ -48,6 +48,9 @@ def test_alert_fit_sets_the_level_on_held_out_images_and_refuses_the_test_split(
     refused = CliRunner().invoke(app, ["alert-fit", "--model", str(model_dir), "--qa", str(qa), "--images",
                                        str(world / "images"), "--split", "test", "--device", "cpu"])
     assert refused.exit_code == 2 and "test split must stay unseen" in refused.output
+    refused = CliRunner().invoke(app, ["alert-fit", "--model", str(model_dir), "--qa", str(qa), "--images",
+                                       str(world / "images"), "--split", "train", "--device", "cpu"])
+    assert refused.exit_code == 2 and "images it trained on" in refused.output
     assert not (model_dir / ALERT_FILE).exists()
     done = CliRunner().invoke(app, ["alert-fit", "--model", str(model_dir), "--qa", str(qa), "--images",
                                     str(world / "images"), "--sensitivity", "0.9", "--device", "cpu"])
