@@ -16,6 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"synthetic": REPO / "configs" / "tiny_cpu.yaml", "ham10000": REPO / "configs" / "ham10000_cpu.yaml"}
 
 
+def _echo_alert(alert: dict, note: str = "") -> None:
+    """One line: the malignancy referral level set on val and what it catches on test."""
+    if "skipped" in alert:
+        typer.echo(f"  malignancy referral: not set ({alert['skipped']})")
+        return
+    a, t = alert["val"], alert["test"]
+    melanoma = (f" (melanoma {t['melanoma_sensitivity']:.3f} of {t['n_melanoma']})"
+                if t["melanoma_sensitivity"] is not None else "")
+    typer.echo(f"  malignancy referral (level {a['threshold']:.3f}, set on {a['n_images']} val images for "
+               f"{a['target_sensitivity']:.0%}): test sensitivity {t['sensitivity']:.3f}{melanoma}, benign referred "
+               f"{t['benign_referred']:.3f}{note}")
+
+
 def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
     """Run the HAM10000 path and print its figures beside the MedMNIST table's."""
     from dermvqa.quickstart_ham import run_ham
@@ -39,13 +52,7 @@ def _ham10000(data, out: Path, recipe: Path, seed: int) -> None:
     for fam, runs in r["families"].items():
         typer.echo(f"  {fam}: accuracy {runs['image']['accuracy']:.3f} (n {runs['image']['n']})"
                    + (f" / blind {runs['blind']['accuracy']:.3f}" if "blind" in runs else ""))
-    if "skipped" in r["malignancy_alert"]:
-        typer.echo(f"  malignancy referral: not set ({r['malignancy_alert']['skipped']})")
-    else:
-        a, t = r["malignancy_alert"]["val"], r["malignancy_alert"]["official_test"]
-        typer.echo(f"  malignancy referral (level {a['threshold']:.3f}, set on val for {a['target_sensitivity']:.0%}):"
-                   f" test sensitivity {t['sensitivity']:.3f} (melanoma {t['melanoma_sensitivity']:.3f}), benign "
-                   f"referred {t['benign_referred']:.3f} (the melanoma recall above is the top diagnosis's alone)")
+    _echo_alert(r["malignancy_alert"], " (the melanoma recall above is the top diagnosis's alone)")
     typer.echo("  MedMNIST v2 (same test split): ResNet-18 28 px 0.735 / AUC 0.917; ResNet-18 224 px 0.754 / 0.920; "
                "Google AutoML Vision 0.768 / 0.914; majority class 0.669")
     s = r["seconds"]
@@ -77,6 +84,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     from data_gen.synth import synthesize
     from data_gen.synthetic_world import build_world
     from dermvqa.eval import run_eval
+    from dermvqa.infer.alert import fit_on_val_measure_on_test
     from dermvqa.infer.generate import answer_batch, load_model
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
@@ -86,7 +94,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     world = out / "world"
     csv_path = build_world(world, n_images=images, seed=seed)
     report = synthesize(csv_path, ontology or world / "ontology.json", world, images_dir=world / "images", seed=seed,
-                        families=families.split(","), overwrite=True)
+                        families=families.split(","), overwrite=True, val_fraction=0.1)  # val: the referral level
     typer.echo(f"QA records per family: {json.dumps(report['families'])}, per split: {json.dumps(report['splits'])}")
     t1 = time.time()
     rec = load_recipe(recipe, [f"data.qa_dir={world / 'qa'}", f"data.image_root={world / 'images'}",
@@ -94,6 +102,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     model_dir = run_training(rec)
     t2 = time.time()
     metrics = run_eval(model_dir, f"qa:{world}:test", out / "eval", batch_size=64, blind=True)
+    alert = fit_on_val_measure_on_test(model_dir, world / "qa", world / "images")
     t3 = time.time()
 
     model, processor = load_model(model_dir, device="cpu")
@@ -106,6 +115,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
         typer.echo(f"  [{r['image']}] Q: {r['question']}\n      model: {a}\n      gold:  {r['answer']}")
     headline = {k: metrics[k] for k in ("closed_accuracy", "open_exact_match", "blind_closed_accuracy") if k in metrics}
     typer.echo(f"\nHeld-out metrics: {json.dumps(headline)}  (full report: {out / 'eval'})")
+    _echo_alert(alert)
     typer.echo(f"Time: data {t1 - t0:.0f}s, training {t2 - t1:.0f}s, evaluation {t3 - t2:.0f}s, "
                f"total {time.time() - t0:.0f}s. Model: {model_dir}")
     typer.echo(f"Ask it yourself: dermvqa chat --model {model_dir} --image {world / 'images' / picks[0]['image']} "

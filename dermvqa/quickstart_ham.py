@@ -140,31 +140,12 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
     return report
 
 
-def malignancy_alert(model_dir: Path, qa_dir: Path, images: Path, sensitivity: float = 0.9) -> dict:
-    """The referral level set on the validation split (written into the model), then measured on the test split."""
-    from data_gen.records import read_records
-    from dermvqa.infer.alert import alert_figures, fit_alert, is_malignant, score_records
-    from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import load_labels
-
-    records, labels = read_records(qa_dir), load_labels(model_dir)
-    held_out = [r for r in records if r["split"] == "val" and r["family"] == "diagnosis"]
-    if not any(is_malignant(r, labels) for r in held_out):
-        return {"skipped": f"no malignant image among the {len(held_out)} validation images"}
-    model, processor = load_model(model_dir, device="cpu")
-    val = fit_alert(model, processor, held_out, images, labels, model_dir, sensitivity, "val")
-    test, scores, truth = score_records(model, processor, [r for r in records if r["split"] == "test"], images, labels)
-    melanoma = np.array([r["label"] == MELANOMA for r in test])
-    return {"val": val, "official_test": {**alert_figures(scores, truth, val["threshold"]),
-                                          "melanoma_sensitivity": round(float((scores >= val["threshold"])[melanoma]
-                                                                              .mean()), 4)}}
-
-
 def run_ham(data: Path, out: Path, recipe: Path, seed: int) -> dict:
     """The whole HAM10000 path; returns (and writes to OUT/ham10000_metrics.json) the summary."""
     from data_gen.importers.ham10000 import import_ham10000
     from data_gen.synth import synthesize
     from dermvqa.eval import run_eval
+    from dermvqa.infer.alert import fit_on_val_measure_on_test
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
     from data_gen.records import write_text_atomic
@@ -181,7 +162,7 @@ def run_ham(data: Path, out: Path, recipe: Path, seed: int) -> dict:
     t2 = time.time()
     metrics = run_eval(model_dir, f"qa:{qa}:test:root={images}", out / "eval", batch_size=64, blind=True)
     report = seven_class_report(model_dir, qa / "qa", images, out / "eval", qa / "derm1m.csv")
-    report["malignancy_alert"] = malignancy_alert(model_dir, qa / "qa", images)
+    report["malignancy_alert"] = fit_on_val_measure_on_test(model_dir, qa / "qa", images)
     t3 = time.time()
     report["families"] = {fam: {run: {"accuracy": s["accuracy"]["value"], "ci": s["accuracy"]["ci"],
                                       "n": s["accuracy"]["n"]} for run, s in runs.items()}

@@ -19,6 +19,7 @@ from PIL import Image
 
 ALERT_FILE = "dermvqa_alert.json"
 MALIGNANT_NODE = "malignant"
+MELANOMA_NODE = "malignant melanoma, melanoma"  # the Derm1M ontology leaf
 
 
 def under_node(path: list[str], node: str) -> bool:
@@ -33,6 +34,11 @@ def under_malignant(path: list[str]) -> bool:
 def is_malignant(record: dict, labels: dict) -> bool:
     """A labelled record's diagnosis lies under a malignant node (its own ontology path, else the model's)."""
     return under_malignant(record.get("ontology_path") or labels["ontology_paths"].get(record["label"], []))
+
+
+def is_melanoma(record: dict, labels: dict) -> bool:
+    path = record.get("ontology_path") or labels["ontology_paths"].get(record["label"], [])
+    return any(n.lower() == MELANOMA_NODE for n in path)
 
 
 def malignant_mask(labels: dict) -> np.ndarray:
@@ -93,6 +99,28 @@ def fit_alert(model, processor, records: list[dict], image_root: Path, labels: d
             **alert_figures(scores, truth, level)}
     write_text_atomic(Path(model_dir) / ALERT_FILE, json.dumps(info, indent=1) + "\n")
     return info
+
+
+def fit_on_val_measure_on_test(model_dir: Path, qa_dir: Path, images: Path, sensitivity: float = 0.9) -> dict:
+    """The quickstarts' protocol: set the level on the validation split (written into the model), then measure it
+    on the test split, melanomas apart; {"skipped": why} when no validation image is malignant."""
+    from data_gen.records import read_records
+    from dermvqa.infer.generate import load_model
+    from dermvqa.infer.report import load_labels
+
+    records, labels = read_records(qa_dir), load_labels(model_dir)
+    held_out = [r for r in records if r["split"] == "val" and r["family"] == "diagnosis"]
+    if not any(is_malignant(r, labels) for r in held_out):
+        return {"skipped": f"no malignant image among the {len(held_out)} validation images"}
+    model, processor = load_model(model_dir, device="cpu")
+    val = fit_alert(model, processor, held_out, images, labels, model_dir, sensitivity, "val")
+    test, scores, truth = score_records(model, processor, [r for r in records if r["split"] == "test"], images, labels)
+    melanoma = np.array([is_melanoma(r, labels) for r in test], dtype=bool)
+    flagged = scores >= val["threshold"]
+    return {"val": val, "test": {**alert_figures(scores, truth, val["threshold"]),
+                                 "n_melanoma": int(melanoma.sum()),
+                                 "melanoma_sensitivity": round(float(flagged[melanoma].mean()), 4)
+                                 if melanoma.any() else None}}
 
 
 def load_alert(model_dir: str | Path) -> dict | None:
