@@ -24,8 +24,10 @@ def _echo_alert(alert: dict, note: str = "") -> None:
     a, t = alert["val"], alert["test"]
     melanoma = (f" (melanoma {t['melanoma_sensitivity']:.3f} of {t['n_melanoma']})"
                 if t["melanoma_sensitivity"] is not None else "")
+    (vlo, vhi), (lo, hi) = a["sensitivity_ci95"], t["sensitivity_ci95"]
     typer.echo(f"  malignancy referral (level {a['threshold']:.3f}, set on {a['n_images']} val images for "
-               f"{a['target_sensitivity']:.0%}): test sensitivity {t['sensitivity']:.3f}{melanoma}, benign referred "
+               f"{a['target_sensitivity']:.0%}: val sensitivity {a['sensitivity']:.3f}, 95% CI {vlo:.3f}-{vhi:.3f}): "
+               f"test sensitivity {t['sensitivity']:.3f} (95% CI {lo:.3f}-{hi:.3f}){melanoma}, benign referred "
                f"{t['benign_referred']:.3f}{note}")
 
 

@@ -60,10 +60,19 @@ def level_for(scores: np.ndarray, sensitivity: float) -> float:
     return float(np.sort(scores)[::-1][math.ceil(sensitivity * len(scores)) - 1])
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of a proportion: how far a level set on n malignant lesions can be trusted."""
+    p, z2 = hits / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def alert_figures(scores: np.ndarray, is_malignant: np.ndarray, level: float) -> dict:
     flagged = scores >= level
+    caught = int(flagged[is_malignant].sum())
     return {"n_images": int(len(scores)), "n_malignant": int(is_malignant.sum()),
-            "sensitivity": round(float(flagged[is_malignant].mean()), 4) if is_malignant.any() else None,
+            "sensitivity": round(caught / is_malignant.sum(), 4) if is_malignant.any() else None,
+            "sensitivity_ci95": wilson_interval(caught, int(is_malignant.sum())) if is_malignant.any() else None,
             "benign_referred": round(float(flagged[~is_malignant].mean()), 4) if (~is_malignant).any() else None}
 
 

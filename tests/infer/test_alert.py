@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dermvqa.infer.alert import ALERT_FILE, alert_figures, level_for, load_alert, malignant_mask, score_records
+from dermvqa.infer.alert import (ALERT_FILE, alert_figures, level_for, load_alert, malignant_mask, score_records,
+                                  wilson_interval)
 from dermvqa.infer.generate import load_model
 from dermvqa.infer.report import ALERT_NEXT_STEP, build_report, load_labels, render_markdown, validate_report
 
@@ -19,7 +20,9 @@ def test_level_is_the_highest_that_catches_the_share():
     assert level_for(scores, 0.75) == 0.3 and level_for(scores, 1.0) == 0.1 and level_for(scores, 0.2) == 0.9
     assert level_for(np.array([0.4, 0.4, 0.2]), 0.5) == 0.4  # ties count as caught
     figures = alert_figures(np.array([0.9, 0.1, 0.5, 0.05]), np.array([True, True, False, False]), 0.3)
-    assert figures == {"n_images": 4, "n_malignant": 2, "sensitivity": 0.5, "benign_referred": 0.5}
+    assert figures == {"n_images": 4, "n_malignant": 2, "sensitivity": 0.5, "sensitivity_ci95": [0.0945, 0.9055],
+                       "benign_referred": 0.5}
+    assert wilson_interval(44, 48) == [0.8045, 0.9671] and wilson_interval(0, 5)[0] == 0.0
     with pytest.raises(ValueError, match="no malignant images"):
         level_for(np.array([]), 0.9)
     with pytest.raises(ValueError, match="sensitivity"):
@@ -64,7 +67,7 @@ def test_alert_fit_sets_the_level_on_held_out_images_and_refuses_the_test_split(
     model, processor = load_model(model_dir, device="cpu")  # the stored level reproduces its stored figures
     _, scores, truth = score_records(model, processor, read_records(qa, split="val"), world / "images",
                                      load_labels(model_dir))
-    assert {k: info[k] for k in ("n_images", "n_malignant", "sensitivity", "benign_referred")} == \
+    assert {k: info[k] for k in ("n_images", "n_malignant", "sensitivity", "sensitivity_ci95", "benign_referred")} == \
         alert_figures(scores, truth, info["threshold"])
 
 
