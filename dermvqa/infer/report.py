@@ -62,8 +62,8 @@ NEXT_STEPS = [  # first matching ontology node wins
 DEFAULT_NEXT_STEP = "Ask a dermatologist to confirm the finding in person."
 OOD_NEXT_STEP = ("This model cannot judge this kind of photo: have the lesion examined in person by a "
                  "dermatologist.")
-ALERT_NEXT_STEP = ("{top} ranks first, but the malignant diagnoses together score {score:.2f}, at or above the "
-                   "{level:.2f} referral level (set to catch {target:.0%} of malignant lesions in held-out images): "
+ALERT_NEXT_STEP = ("{top} ranks first, but the malignant diagnoses together score {score:.3f}, at or above the "
+                   "{level:.3f} referral level (set to catch {target:.0%} of malignant lesions in held-out images): "
                    "refer to a dermatologist for dermoscopy and, if needed, a biopsy.")
 UNSURE_NEXT_STEP = ("The photo does not support a confident answer: have the lesion examined in person by a "
                     "dermatologist, with dermoscopy where available.")
@@ -268,7 +268,7 @@ def render_markdown(report: dict, folder: str | Path | None = None) -> str:
         lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
     if report.get("malignancy"):
         m = report["malignancy"]
-        lines += ["", f"**Malignancy score:** {m['score']:.2f} (referral at {m['threshold']:.2f} and above, set to "
+        lines += ["", f"**Malignancy score:** {m['score']:.3f} (referral at {m['threshold']:.3f} and above, set to "
                       f"catch {m['target_sensitivity']:.0%} of malignant lesions in held-out images)"]
     if report.get("explanation"):
         png, grid = (Path(report["explanation"][k]) for k in ("png", "json"))
