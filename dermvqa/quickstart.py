@@ -75,7 +75,10 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
                ontology: Path = typer.Option(None, exists=True, dir_okay=False,
                                              help="ontology.json (default: the world's Derm1M subset)"),
                families: str = typer.Option("diagnosis,yes_no,multiple_choice,morphology",
-                                            help="QA families to synthesize, comma-separated")):
+                                            help="QA families to synthesize, comma-separated"),
+               val_fraction: float = typer.Option(0.0, help="synthetic: share of images in a validation split "
+                                                            "(taken from train) on which to set a malignancy "
+                                                            "referral level, e.g. 0.1")):
     """Build the synthetic world (or import HAM10000), synthesize QA, train a tiny LLaVA, evaluate it."""
     if dataset not in RECIPES:
         raise typer.BadParameter(f"must be one of {', '.join(RECIPES)}, got {dataset!r}", param_hint="--dataset")
@@ -96,7 +99,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     world = out / "world"
     csv_path = build_world(world, n_images=images, seed=seed)
     report = synthesize(csv_path, ontology or world / "ontology.json", world, images_dir=world / "images", seed=seed,
-                        families=families.split(","), overwrite=True, val_fraction=0.1)  # val: the referral level
+                        families=families.split(","), overwrite=True, val_fraction=val_fraction)
     typer.echo(f"QA records per family: {json.dumps(report['families'])}, per split: {json.dumps(report['splits'])}")
     t1 = time.time()
     rec = load_recipe(recipe, [f"data.qa_dir={world / 'qa'}", f"data.image_root={world / 'images'}",
@@ -104,7 +107,8 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
     model_dir = run_training(rec)
     t2 = time.time()
     metrics = run_eval(model_dir, f"qa:{world}:test", out / "eval", batch_size=64, blind=True)
-    alert = fit_on_val_measure_on_test(model_dir, world / "qa", world / "images")
+    alert = (fit_on_val_measure_on_test(model_dir, world / "qa", world / "images") if val_fraction else
+             {"skipped": "no validation split; --val-fraction 0.1 sets one"})
     t3 = time.time()
 
     model, processor = load_model(model_dir, device="cpu")
