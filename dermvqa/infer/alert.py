@@ -31,14 +31,17 @@ def under_malignant(path: list[str]) -> bool:
     return under_node(path, MALIGNANT_NODE)
 
 
+def diagnosis_path(record: dict, labels: dict) -> list[str]:
+    """A labelled record's ontology path: its own, else the one the model's label vocabulary gives its label."""
+    return record.get("ontology_path") or labels["ontology_paths"].get(record["label"], [])
+
+
 def is_malignant(record: dict, labels: dict) -> bool:
-    """A labelled record's diagnosis lies under a malignant node (its own ontology path, else the model's)."""
-    return under_malignant(record.get("ontology_path") or labels["ontology_paths"].get(record["label"], []))
+    return under_malignant(diagnosis_path(record, labels))
 
 
 def is_melanoma(record: dict, labels: dict) -> bool:
-    path = record.get("ontology_path") or labels["ontology_paths"].get(record["label"], [])
-    return any(n.lower() == MELANOMA_NODE for n in path)
+    return any(n.lower() == MELANOMA_NODE for n in diagnosis_path(record, labels))
 
 
 def malignant_mask(labels: dict) -> np.ndarray:

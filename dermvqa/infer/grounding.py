@@ -222,11 +222,9 @@ def write_explanation(image: Image.Image, expl: Explanation, processor, stem: st
 
     stem = Path(stem)
     png = render_overlay(image, expl, processor, stem.with_suffix(".png"))
-    js = stem.with_suffix(".json")
-    write_text_atomic(js, json.dumps(expl.to_json(), indent=1))
-    return {"png": str(png), "json": str(js), "method": expl.method, "peak": list(expl.peak()),
-            "peak_point": [round(v, 4) for v in expl.peak_point()],
-            "seconds": round(expl.seconds, 4)}
+    js, grid = stem.with_suffix(".json"), expl.to_json()
+    write_text_atomic(js, json.dumps(grid, indent=1))
+    return {"png": str(png), "json": str(js), **{k: grid[k] for k in ("method", "peak", "peak_point", "seconds")}}
 
 
 def explanation_payload(model, processor, image: Image.Image, question: str, answer: str) -> dict:

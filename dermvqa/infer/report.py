@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from data_gen.records import write_text_atomic
-from dermvqa.infer.alert import malignancy, under_malignant, under_node
+from dermvqa.infer.alert import load_alert, malignancy, under_malignant, under_node
 from dermvqa.infer.generate import answer_batch
 from dermvqa.infer.likelihood import option_probs
 
@@ -108,6 +108,14 @@ def trained_families(model_dir: str | Path) -> list[str] | None:
         return None
     families = json.loads(path.read_text(encoding="utf-8")).get("families")
     return sorted(families) if families else None
+
+
+def model_trust(model_dir: str | Path) -> dict:
+    """What the model folder says about trusting its reports, as build_report's keyword arguments: the trained
+    families, the out-of-distribution summary and the malignancy referral level (each None when absent)."""
+    from dermvqa.model.ood import load_summary
+
+    return {"families": trained_families(model_dir), "ood": load_summary(model_dir), "alert": load_alert(model_dir)}
 
 
 @lru_cache(maxsize=1)

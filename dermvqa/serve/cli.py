@@ -19,18 +19,16 @@ def _open_image(path: Path):
         raise typer.BadParameter(str(e), param_hint="--image") from e
 
 
-def _report_fn(model, processor, model_dir: Path, ood):
+def _report_fn(model, processor, model_dir: Path, trust: dict):
     """A renderer for /report, or None when the folder has no label vocabulary."""
-    from dermvqa.infer.alert import load_alert
-    from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
+    from dermvqa.infer.report import build_report, load_labels, render_markdown
 
     try:
         labels = load_labels(model_dir)
     except FileNotFoundError:
         return None
-    families, alert = trained_families(model_dir), load_alert(model_dir)
     return lambda image: render_markdown(build_report(model, processor, image, labels, model_name=model_dir.name,
-                                                      families=families, ood=ood, alert=alert))
+                                                      **trust))
 
 
 def _explain_fn(model, processor):
@@ -56,7 +54,7 @@ def chat(model: Path = MODEL,
     """Chat about a lesion photo in the terminal (streamed answers; /image, /report, /explain, /reset, /quit)."""
     from dermvqa.infer.chat import ChatSession, PromptTooLong
     from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import load_summary
+    from dermvqa.infer.report import model_trust
     from dermvqa.serve.terminal import chat_loop
 
     if question is not None and image is None:
@@ -64,10 +62,11 @@ def chat(model: Path = MODEL,
     photo = _open_image(image) if image is not None else None
     m, processor = load_model(model, device=device)
     session = ChatSession(m, processor, photo, max_new_tokens)
-    ood = load_summary(model)
+    trust = model_trust(model)
+    ood = trust["ood"]
     ood_fn = (lambda im: ood.check(m, processor, im)) if ood is not None else None
     if question is None:
-        chat_loop(session, _report_fn(m, processor, model.resolve(), ood), ood_fn=ood_fn,
+        chat_loop(session, _report_fn(m, processor, model.resolve(), trust), ood_fn=ood_fn,
                   explain_fn=_explain_fn(m, processor))
         return
     verdict = ood_fn(photo) if ood_fn else None
@@ -96,10 +95,8 @@ def report(model: Path = MODEL,
     import json
 
     from data_gen.records import write_text_atomic
-    from dermvqa.infer.alert import load_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import build_report, load_labels, render_markdown, trained_families
-    from dermvqa.model.ood import load_summary
+    from dermvqa.infer.report import build_report, load_labels, model_trust, render_markdown
 
     if fmt not in ("md", "json"):
         raise typer.BadParameter(f"must be md or json, not {fmt!r}", param_hint="--format")
@@ -107,8 +104,7 @@ def report(model: Path = MODEL,
     labels = load_labels(model)
     m, processor = load_model(model, device=device)
     result = build_report(m, processor, photo, labels, top_k=top_k, min_confidence=min_confidence,
-                          model_name=model.resolve().name, image_name=image.name, families=trained_families(model),
-                          ood=load_summary(model), alert=load_alert(model),
+                          model_name=model.resolve().name, image_name=image.name, **model_trust(model),
                           explain_to=(Path(f"{out.with_suffix('')}_explain") if out else Path(f"{image.stem}_explain"))
                           if explain else None)
     text = (json.dumps(result, indent=1) + "\n" if fmt == "json"

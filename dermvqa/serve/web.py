@@ -132,10 +132,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, limits: L
 
 def serve_web(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, max_new_tokens: int = 256,
               device: str | None = None) -> None:
-    from dermvqa.infer.alert import load_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import load_labels, trained_families
-    from dermvqa.model.ood import load_summary
+    from dermvqa.infer.report import load_labels, model_trust
 
     model, processor = load_model(model_dir, device=device)
     try:
@@ -144,5 +142,4 @@ def serve_web(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, 
         print(f"note: {e}; the Report button is disabled")
         labels = None
     launch(build_app(model, processor, labels, Path(model_dir).resolve().name, max_new_tokens=max_new_tokens,
-                     families=trained_families(model_dir), ood=load_summary(model_dir), alert=load_alert(model_dir)),
-           host, port)
+                     **model_trust(model_dir)), host, port)

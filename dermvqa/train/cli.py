@@ -6,14 +6,6 @@ from typing import Annotated
 import typer
 
 
-MISSING_SIDECAR = {  # what a report from the export lacks without each file (written by training / alert-fit)
-    "dermvqa_labels.json": "`dermvqa report` cannot run on the export",
-    "data_summary.json": "reports answer every section, trained or not",
-    "dermvqa_ood.json": "reports never abstain on photos unlike the training images",
-    "dermvqa_alert.json": "reports carry no malignancy referral (run `dermvqa alert-fit` on the export)",
-}
-
-
 def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YAML (see configs/)"),
           resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint "
                                                               "in train.output_dir/checkpoints")):
@@ -45,12 +37,21 @@ def export(
     recipe: Annotated[str, typer.Option(help="recipe.yaml for the model card (found next to SRC by default)")] = "",
 ):
     """Merge LoRA offline and save a standard LlavaForConditionalGeneration folder with a model card."""
+    from dermvqa.infer.alert import ALERT_FILE
+    from dermvqa.infer.report import LABELS_FILE
+    from dermvqa.model.ood import META_FILE
     from dermvqa.train.export import export as run_export
 
+    missing = {  # what a report from the export lacks without each file (written by training / alert-fit)
+        LABELS_FILE: "`dermvqa report` cannot run on the export",
+        "data_summary.json": "reports answer every section, trained or not",
+        META_FILE: "reports never abstain on photos unlike the training images",
+        ALERT_FILE: "reports carry no malignancy referral (run `dermvqa alert-fit` on the export)",
+    }
     path = run_export(src, out, dtype, recipe or None)
     typer.echo(f"exported {src} -> {path} (loads with LlavaForConditionalGeneration + AutoProcessor)")
     carried = {p.name for p in path.glob("dermvqa_*")} | {p.name for p in path.glob("data_summary.json")}
     typer.echo(f"carried for dermvqa report / chat / serve: {', '.join(sorted(carried)) or 'nothing'}")
-    for name, loss in MISSING_SIDECAR.items():
+    for name, loss in missing.items():
         if name not in carried:
             typer.echo(f"note: {src} has no {name}, so {loss}")

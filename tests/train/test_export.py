@@ -125,10 +125,9 @@ def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, t
     from typer.testing import CliRunner
 
     from dermvqa.cli import app
-    from dermvqa.infer.alert import fit_alert, load_alert
+    from dermvqa.infer.alert import fit_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import build_report, load_labels, trained_families
-    from dermvqa.model.ood import load_summary
+    from dermvqa.infer.report import build_report, load_labels, model_trust
 
     source, world = trusted_model_dir
     src = shutil.copytree(source, tmp_path / "src")
@@ -143,8 +142,7 @@ def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, t
 
     def report(folder, name):
         m, p = load_model(folder, device="cpu")
-        return build_report(m, p, Image.open(world / "images" / name), load_labels(folder),
-                            families=trained_families(folder), ood=load_summary(folder), alert=load_alert(folder))
+        return build_report(m, p, Image.open(world / "images" / name), load_labels(folder), **model_trust(folder))
 
     for r in rows[40:44]:
         a, b = report(src, r["filename"]), report(tmp_path / "out", r["filename"])
