@@ -22,6 +22,7 @@ quarter vs border, against their area shares) and its mean map.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -49,15 +50,20 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float((r_out - len(outside) * (len(outside) + 1) / 2) / (len(inside) * len(outside)))
 
 
+@functools.lru_cache(maxsize=None)  # each image has several answers and methods: read each mask once per size
+def mask_view(mask_path: Path, processor, side: int) -> np.ndarray:
+    """The lesion mask as the model sees its image (grey 0..255, side x side)."""
+    return np.asarray(processor_view(Image.open(mask_path).convert("RGB"), processor, side).convert("L"))
+
+
 def coverage(mask_path: Path, processor, rows: int) -> np.ndarray:
     """Share of each patch (of what the model sees) covered by the lesion mask."""
     k = 16
-    view = processor_view(Image.open(mask_path).convert("RGB"), processor, rows * k).convert("L")
-    return (np.asarray(view, dtype=float) / 255).reshape(rows, k, rows, k).mean((1, 3))
+    return (mask_view(mask_path, processor, rows * k).astype(float) / 255).reshape(rows, k, rows, k).mean((1, 3))
 
 
 def point_hit(mask_path: Path, processor, point: tuple[float, float], side: int = 448) -> bool:
-    view = np.asarray(processor_view(Image.open(mask_path).convert("RGB"), processor, side).convert("L"))
+    view = mask_view(mask_path, processor, side)
     return bool(view[min(int(point[0] * side), side - 1), min(int(point[1] * side), side - 1)] > 127)
 
 
