@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from data_gen.records import honour_umask
+from atomic_files import honour_umask
 
 
 def _conversation(image: str, records: list[dict], cid: str) -> dict:

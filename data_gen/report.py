@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_gen.gates import Rejections
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 
 _COUNTERS = ("families", "answer_types", "splits", "sources", "source_types", "ontology_levels", "images_by_split",
              "not_applicable", "tallies")

@@ -27,7 +27,8 @@ from data_gen.families import CAPTION_TEXT, TEMPLATE_WORDS, resolve
 from data_gen.families.common import RowContext, RowPlan
 from data_gen.families.yes_no import asked_name
 from data_gen.ontology import Ontology
-from data_gen.records import write_parquet, write_text_atomic
+from data_gen.records import write_parquet
+from atomic_files import write_text_atomic
 from data_gen.report import merge_stats, write_report
 from data_gen.scan import Scan, ScanInput
 from data_gen.scan import scan as run_scan

@@ -29,7 +29,8 @@ from data_gen import gates
 from data_gen.derm1m import iter_rows
 from data_gen.families.caption import ontology_names
 from data_gen.ontology import Ontology
-from data_gen.records import OPEN, QARecord, write_parquet, write_text_atomic
+from data_gen.records import OPEN, QARecord, write_parquet
+from atomic_files import write_text_atomic
 from data_gen.sentences import DiseaseNames
 from data_gen.split import stable_int
 from data_gen.teacher import LeakFilter

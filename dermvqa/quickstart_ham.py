@@ -148,7 +148,7 @@ def run_ham(data: Path, out: Path, recipe: Path, seed: int) -> dict:
     from dermvqa.infer.alert import fit_on_val_measure_on_test
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
-    from data_gen.records import write_text_atomic
+    from atomic_files import write_text_atomic
 
     t0 = time.time()
     images, qa = data / "images", out / "data"

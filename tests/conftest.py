@@ -36,7 +36,7 @@ def chatty_model_dir(tiny_model_dir, tmp_path_factory):
 
     from data_gen.synthetic_world import CONDITIONS
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import write_labels
+    from dermvqa.model.labels import write_labels
 
     model, processor = load_model(tiny_model_dir, device="cpu")
     torch.manual_seed(1)

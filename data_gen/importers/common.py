@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from data_gen.derm1m import COLUMNS
 from data_gen.ontology import Ontology, sub_ontology
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 from data_gen.split import assign_split, check_fractions
 
 CSV_NAME = "derm1m.csv"

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 
 
 class AnswerLog:

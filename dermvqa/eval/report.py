@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 from dermvqa.eval.summary import HEADLINE
 
 MAX_LISTED_MISSING = 20

@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, EvalItem
 from dermvqa.eval.loaders import load_bench

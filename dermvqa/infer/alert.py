@@ -85,7 +85,7 @@ def score_records(model, processor, records: list[dict], image_root: Path, label
     from tqdm import tqdm
 
     from dermvqa.infer.likelihood import option_probs
-    from dermvqa.infer.report import DIAGNOSIS_QUESTION
+    from dermvqa.model.labels import DIAGNOSIS_QUESTION
 
     by_image = {r["image"]: r for r in records if r["family"] == "diagnosis"}
     truth = np.array([is_malignant(r, labels) for r in by_image.values()], dtype=bool)
@@ -101,7 +101,7 @@ def score_records(model, processor, records: list[dict], image_root: Path, label
 def fit_alert(model, processor, records: list[dict], image_root: Path, labels: dict, model_dir: Path,
               sensitivity: float = 0.9, split: str = "val") -> dict:
     """Set the level on these held-out records and write it, with its figures, into the model folder."""
-    from data_gen.records import write_text_atomic
+    from atomic_files import write_text_atomic
 
     if not malignant_mask(labels).any():
         raise ValueError("the model's diagnoses include no malignant ontology node: nothing to alert on")
@@ -118,7 +118,7 @@ def fit_on_val_measure_on_test(model_dir: Path, qa_dir: Path, images: Path, sens
     on the test split, melanomas apart; {"skipped": why} when no validation image is malignant."""
     from data_gen.records import read_records
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import load_labels
+    from dermvqa.model.labels import load_labels
 
     records, labels = read_records(qa_dir), load_labels(model_dir)
     held_out = [r for r in records if r["split"] == "val" and r["family"] == "diagnosis"]

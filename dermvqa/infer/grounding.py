@@ -218,7 +218,7 @@ def render_overlay(image: Image.Image, expl: Explanation, processor, path: str |
 
 def write_explanation(image: Image.Image, expl: Explanation, processor, stem: str | Path) -> dict:
     """Write STEM.png (overlay) and STEM.json (grid); return {"png": path, "json": path, ...summary}."""
-    from data_gen.records import write_text_atomic
+    from atomic_files import write_text_atomic
 
     stem = Path(stem)
     png = render_overlay(image, expl, processor, stem.with_suffix(".png"))

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from data_gen.records import honour_umask
+from atomic_files import honour_umask
 
 
 def save_model_folder(model, processor, out_dir: str | Path, sidecar_name: str, sidecar: dict) -> Path:

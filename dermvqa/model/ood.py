@@ -98,7 +98,7 @@ class OodSummary:
     def save(self, model_dir: str | Path) -> None:
         from safetensors.torch import save_file
 
-        from data_gen.records import write_text_atomic
+        from atomic_files import write_text_atomic
 
         model_dir = Path(model_dir)
         save_file({"means": self.means.contiguous(), "precision": self.precision.contiguous()},

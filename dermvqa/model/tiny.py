@@ -8,7 +8,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from data_gen.records import honour_umask
+from atomic_files import honour_umask
 from dermvqa.model.generation import greedy_config
 from dermvqa.model.processor import (CHATML_TEMPLATE, IMAGE_TOKEN, build_processor,
                                      clip_image_processor, image_seq_length)

@@ -21,7 +21,8 @@ def _open_image(path: Path):
 
 def _report_fn(model, processor, model_dir: Path, trust: dict):
     """A renderer for /report, or None when the folder has no label vocabulary."""
-    from dermvqa.infer.report import build_report, load_labels, render_markdown
+    from dermvqa.infer.report import build_report, render_markdown
+    from dermvqa.model.labels import load_labels
 
     try:
         labels = load_labels(model_dir)
@@ -94,9 +95,10 @@ def report(model: Path = MODEL,
     """Structured caption report of one lesion photo: morphology, colour, diagnosis, differential, next step."""
     import json
 
-    from data_gen.records import write_text_atomic
+    from atomic_files import write_text_atomic
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import build_report, load_labels, model_trust, render_markdown
+    from dermvqa.infer.report import build_report, model_trust, render_markdown
+    from dermvqa.model.labels import load_labels
 
     if fmt not in ("md", "json"):
         raise typer.BadParameter(f"must be md or json, not {fmt!r}", param_hint="--format")
@@ -151,7 +153,7 @@ def alert_fit(model: Path = MODEL,
     from data_gen.records import read_records
     from dermvqa.infer.alert import fit_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import load_labels
+    from dermvqa.model.labels import load_labels
 
     if split == "test":
         raise typer.BadParameter("the test split must stay unseen; set the level on a validation split",

@@ -133,7 +133,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, limits: L
 def serve_web(model_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, max_new_tokens: int = 256,
               device: str | None = None) -> None:
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import load_labels, model_trust
+    from dermvqa.infer.report import model_trust
+    from dermvqa.model.labels import load_labels
 
     model, processor = load_model(model_dir, device=device)
     try:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from data_gen.records import write_text_atomic
+from atomic_files import write_text_atomic
 
 MARKER = "COMPLETE"
 STATE = "trainer_state.json"

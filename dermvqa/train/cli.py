@@ -38,7 +38,7 @@ def export(
 ):
     """Merge LoRA offline and save a standard LlavaForConditionalGeneration folder with a model card."""
     from dermvqa.infer.alert import ALERT_FILE
-    from dermvqa.infer.report import LABELS_FILE
+    from dermvqa.model.labels import LABELS_FILE
     from dermvqa.model.ood import META_FILE
     from dermvqa.train.export import export as run_export
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from data_gen.records import honour_umask
+from atomic_files import honour_umask
 from dermvqa.model.adapter import adapter_base, find_quantization, load_adapter_model
 from dermvqa.model.generation import model_greedy_config
 

@@ -21,12 +21,14 @@ import torch
 import yaml
 from transformers import AutoProcessor, LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 
-from data_gen.records import Records, honour_umask, open_records, write_text_atomic
+from data_gen.records import Records, open_records
+from atomic_files import honour_umask, write_text_atomic
 from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.model.ood import fit_from_records as fit_ood_summary
+from dermvqa.model.labels import LABELS_FILE
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
 from dermvqa.train.curriculum import curriculum_order, label_rows, label_vocabulary
@@ -38,7 +40,6 @@ from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_los
 from dermvqa.train.tower_pretrain import pretrain_tower
 from dermvqa.train.tuning import apply_lora, quantization_config, set_trainable, trainable_summary
 
-LABELS_FILE = "dermvqa_labels.json"
 SKIPPED = "skipped_samples.jsonl"
 # Keys older recipes may lack; every shipped recipe spells them out.
 DEFAULTS = {"model": {"build": None}, "data": {"cache": False, "max_skipped_fraction": 0.001},

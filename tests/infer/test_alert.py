@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from dermvqa.infer.alert import (ALERT_FILE, alert_figures, level_for, load_alert, malignant_mask, score_records,
                                   wilson_interval)
 from dermvqa.infer.generate import load_model
-from dermvqa.infer.report import ALERT_NEXT_STEP, build_report, load_labels, render_markdown, validate_report
+from dermvqa.infer.report import ALERT_NEXT_STEP, build_report, render_markdown, validate_report
+from dermvqa.model.labels import load_labels
 
 
 def test_level_is_the_highest_that_catches_the_share():

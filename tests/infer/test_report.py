@@ -6,8 +6,8 @@ from typer.testing import CliRunner
 
 from dermvqa.infer.generate import load_model
 from dermvqa.infer.likelihood import option_probs
-from dermvqa.infer.report import (DIAGNOSIS_QUESTION, DISCLAIMER, LABELS_FILE, UNSURE_NEXT_STEP, build_report,
-                                  load_labels, next_step, render_markdown, validate_report, write_labels)
+from dermvqa.infer.report import DISCLAIMER, UNSURE_NEXT_STEP, build_report, next_step, render_markdown, validate_report
+from dermvqa.model.labels import DIAGNOSIS_QUESTION, LABELS_FILE, load_labels, write_labels
 from tests.conftest import PAD_PHOTO
 
 

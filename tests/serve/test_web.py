@@ -7,7 +7,8 @@ from PIL import Image
 
 from dermvqa.infer.chat import ChatSession
 from dermvqa.infer.generate import load_model
-from dermvqa.infer.report import DISCLAIMER, load_labels
+from dermvqa.infer.report import DISCLAIMER
+from dermvqa.model.labels import load_labels
 from dermvqa.serve.web import build_app, launch
 from dermvqa.train.ds_env import free_port
 from tests.conftest import PAD_PHOTO

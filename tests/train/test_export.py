@@ -127,7 +127,8 @@ def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, t
     from dermvqa.cli import app
     from dermvqa.infer.alert import fit_alert
     from dermvqa.infer.generate import load_model
-    from dermvqa.infer.report import build_report, load_labels, model_trust
+    from dermvqa.infer.report import build_report, model_trust
+    from dermvqa.model.labels import load_labels
 
     source, world = trusted_model_dir
     src = shutil.copytree(source, tmp_path / "src")

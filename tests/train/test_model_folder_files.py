@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.records import write_parquet, write_text_atomic
+from data_gen.records import write_parquet
+from atomic_files import write_text_atomic
 from dermvqa.infer.generate import load_model
 from dermvqa.model.folder import save_model_folder
 from dermvqa.train.export import export
