@@ -7,7 +7,9 @@ nevus; SCC (Bowen's disease included, as the dataset does) -> ... malignant > no
 Squamous cell carcinoma; SEK -> ... benign > non-melanocytic > Seborrheic keratosis. The release's
 `fitspatrick` column (sic) gives the skin type 1-6; the yes/no columns itch, grew, hurt, changed,
 bleed, elevation become symptoms. Images are found by file name anywhere under the image folder (the
-release splits them into imgs_part_1..3). Split: a split file when given, else by patient_id.
+release splits them into imgs_part_1..3), or by stem whatever the extension (a converted copy: the
+metadata names `.png`, the folder holds `.jpg`); each metadata row without an image is a counted skip,
+listed in skipped.csv. Split: a split file when given, else by patient_id, so no patient is in two splits.
 """
 from __future__ import annotations
 
@@ -79,4 +81,4 @@ def import_pad_ufes_20(metadata: Path, images: Path, out: Path, split_file: Path
     mapping_doc = {code: " > ".join(node) + f" (written as {label!r})" for code, (node, label) in DIAGNOSTIC.items()}
     return finish(candidates, dataset="pad-ufes-20", metadata=Path(metadata), images=Path(images), out=Path(out),
                   mapping_doc=mapping_doc, strict=strict, seed=seed,
-                  test_fraction=test_fraction, val_fraction=val_fraction)
+                  test_fraction=test_fraction, val_fraction=val_fraction, any_extension=True)

@@ -1,7 +1,10 @@
-"""Importers to the Derm1M format: HAM10000 and Fitzpatrick17k on the real files in ../shared, PAD-UFES-20 on
-fixtures of its metadata format."""
+"""Importers to the Derm1M format: HAM10000, Fitzpatrick17k (full CSV and the 4,087-image AJL subset) and
+PAD-UFES-20 on the real files in ../shared, PAD-UFES-20's bad rows on fixtures of its metadata format."""
 import csv
+import os
 import shutil
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -21,6 +24,8 @@ from tests.data_gen.conftest import TREE, synth_kwargs
 
 HAM = SHARED_DATA / "ham10000"
 F17K = SHARED_DATA / "fitzpatrick17k" / "fitzpatrick17k.csv"
+AJL = SHARED_DATA / "fitzpatrick17k" / "ajl_subset.csv"
+PAD = SHARED_DATA / "pad-ufes-20"
 # Per-class counts of the official DermaMNIST split, in medmnist label order (from ham10000/SOURCE.md).
 DERMAMNIST_COUNTS = {"train": [228, 359, 769, 80, 779, 4693, 99], "val": [33, 52, 110, 12, 111, 671, 14],
                      "test": [66, 103, 220, 23, 223, 1341, 29]}
@@ -248,3 +253,73 @@ def test_loader_reads_a_given_split_and_flags_a_bad_one(tmp_path):
     assert [(p.split, p.problem) for p in parsed] == [
         ("val", ""), ("", "split is not a lower-case name"), ("", "")]
     assert parsed[1].detail == "'Hold out!'"
+
+
+def _per_split_type(rows, split_of, type_of) -> dict:
+    counts: dict[str, Counter] = {}
+    for r in rows:
+        counts.setdefault(split_of(r), Counter())[type_of(r)] += 1
+    return {s: dict(sorted(c.items())) for s, c in sorted(counts.items())}
+
+
+def test_fitzpatrick17k_ajl_subset_real_files(tmp_path, ontology):
+    meta = read_csv(AJL)
+    on_disk = set(os.listdir(AJL.parent / "images"))
+    later_twin = set()   # the second of each byte-identical pair, in file order
+    order = {r["md5hash"]: i for i, r in enumerate(meta)}
+    for r in meta:
+        if r["identical_content_as"] and order[r["identical_content_as"]] < order[r["md5hash"]]:
+            later_twin.add(r["md5hash"])
+    expected = [r for r in meta if f"{r['md5hash']}.jpg" in on_disk and r["md5hash"] not in later_twin]
+    report = import_fitzpatrick17k(AJL, AJL.parent / "images", tmp_path, ontology, val_fraction=0.1)
+    assert report["rows_read"] == len(meta) == 4087 and len(later_twin) == 3
+    assert report["rows_written"] == len(expected) and report["rows_skipped"] == len(meta) - len(expected)
+    assert {k: v["count"] for k, v in report["skipped"].items()} == {"byte-identical duplicate": len(later_twin)}
+    assert not [k for k, v in report["mapping"].items() if v.startswith("none")] and len(report["mapping"]) == 21
+    out = {r["source_id"]: r for r in read_csv(tmp_path / "derm1m.csv")}
+    assert set(out) == {r["md5hash"] for r in expected}
+    for r in expected:
+        o = out[r["md5hash"]]
+        assert o["split"] == r["ajl_split"] or (r["ajl_split"] == "train" and o["split"] == "val")
+        assert o["fitzpatrick"] == ("" if r["fitzpatrick_scale"] == "-1" else r["fitzpatrick_scale"])
+        assert o["fitzpatrick_centaur"] == ("" if r["fitzpatrick_centaur"] == "-1" else r["fitzpatrick_centaur"])
+        assert o["three_partition_label"] == r["three_partition_label"]
+        twin = out.get(r["identical_content_as"])
+        assert twin is None or twin["split"] == o["split"]
+    assert 0.07 < sum(o["split"] == "val" for o in out.values()) / sum(r["ajl_split"] == "train" for r in expected) < 0.13
+    per_type = _per_split_type(expected, lambda r: out[r["md5hash"]]["split"],
+                               lambda r: "unknown" if r["fitzpatrick_scale"] == "-1" else r["fitzpatrick_scale"])
+    assert report["fitzpatrick_by_split"] == per_type and set(per_type) == {"train", "val", "test"}
+    md = (tmp_path / "import_report.md").read_text()
+    assert "| test | " + " | ".join(str(n) for n in per_type["test"].values()) in md
+    # the loader data synth uses reads the skin types back, and the test split is the competition's
+    parsed = list(iter_rows(tmp_path / "derm1m.csv"))
+    assert Counter(p.fitzpatrick for p in parsed) == Counter(int(r["fitzpatrick_scale"]) if r["fitzpatrick_scale"] != "-1"
+                                                             else 0 for r in expected)
+    assert sum(p.split == "test" for p in parsed) == sum(r["ajl_split"] == "test" for r in expected)
+
+
+def test_pad_ufes_20_real_files_match_by_stem_and_split_by_patient(tmp_path):
+    meta = read_csv(PAD / "metadata.csv")
+    stems = {Path(n).stem for n in os.listdir(PAD / "images")}
+    have = [r for r in meta if Path(r["img_id"]).stem in stems]
+    report = import_pad_ufes_20(PAD / "metadata.csv", PAD / "images", tmp_path, val_fraction=0.1)
+    assert report["rows_read"] == len(meta) == 2298 and report["rows_written"] == len(have) == 733
+    assert {k: v["count"] for k, v in report["skipped"].items()} == {"image file missing": len(meta) - len(have)}
+    skipped = read_csv(tmp_path / "skipped.csv")
+    assert sorted(s["id"] for s in skipped) == sorted(Path(r["img_id"]).stem for r in meta
+                                                       if Path(r["img_id"]).stem not in stems)
+    assert report["notes"]["images found by stem under another extension"] == len(have)
+    out = {r["source_id"]: r for r in read_csv(tmp_path / "derm1m.csv")}
+    patient_split = {}
+    for r in out.values():
+        assert (PAD / "images" / r["filename"]).is_file() and r["filename"].endswith(".jpg")
+        assert patient_split.setdefault(r["group_id"], r["split"]) == r["split"]
+    assert set(patient_split.values()) == {"train", "val", "test"}
+    fst = {Path(r["img_id"]).stem: r["fitspatrick"] for r in have}
+    for sid, r in out.items():
+        assert r["fitzpatrick"] == (str(int(float(fst[sid]))) if fst[sid] else "")
+    per_type = _per_split_type(have, lambda r: out[Path(r["img_id"]).stem]["split"],
+                               lambda r: str(int(float(r["fitspatrick"]))) if r["fitspatrick"] else "unknown")
+    assert report["fitzpatrick_by_split"] == per_type
+    assert report["split_source"].startswith("by group id")
