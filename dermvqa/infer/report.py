@@ -11,8 +11,9 @@ answer as the assistant's whole reply (dermvqa/infer/likelihood.py), normalised 
 - body site: the model's greedy answer, left out when it says the site is not visible.
 A section whose question family the model never trained on (`trained_families`: the model folder's
 data_summary.json) reads "not assessed by this model" instead (distribution always does then). With the
-model's out-of-distribution summary (dermvqa/model/ood.py) a photo unlike the training images gets no
-diagnosis and says so; with `explain_to` the top diagnosis is grounded (dermvqa/infer/grounding.py) and
+model's out-of-distribution summary (dermvqa/model/ood.py) a photo unlike the training images is not scored
+at all: its report carries no findings (every section null, no differential, no confidence, no explanation),
+only the out-of-distribution score against its threshold and the advice to be examined in person; with `explain_to` the top diagnosis is grounded (dermvqa/infer/grounding.py) and
 the overlay PNG and JSON grid are named under "explanation".
 The output follows dermvqa/infer/report_schema.json and is validated against it before it is returned.
 """
@@ -26,14 +27,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from atomic_files import write_text_atomic
 from dermvqa.infer.alert import load_alert, malignancy, under_malignant, under_node
 from dermvqa.infer.generate import answer_batch
 from dermvqa.model.labels import DIAGNOSIS_QUESTION
 from dermvqa.infer.likelihood import option_probs
 
 SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
-SCHEMA_ID = "dermvqa.report/3"
+SCHEMA_ID = "dermvqa.report/4"
 NOT_ASSESSED = "not assessed by this model"
 FIELD_FAMILIES = {"morphology": "morphology", "colour": "morphology", "distribution": "distribution",
                   "body_site": "body_location"}  # report section -> the QA family that teaches it
@@ -124,13 +124,16 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
     image = image.convert("RGB")
+    skipped = [f for f, fam in FIELD_FAMILIES.items() if families is not None and fam not in families]
+    outside = ood.check(model, processor, image) if ood is not None else None
+    if outside and outside["unlike_training"]:
+        return _abstention(outside, skipped, min_confidence, model_name, image_name)
     concepts = labels["concepts"]
     colours = [c for c in concepts if COLOUR_WORDS.search(c)]
     shapes = [c for c in concepts if not COLOUR_WORDS.search(c)]
     sets = {"diagnosis": (DIAGNOSIS_QUESTION, labels["diagnoses"]),
             "distribution": (DISTRIBUTION_QUESTION, DISTRIBUTION_PATTERNS),
             "morphology": (FEATURES_QUESTION, shapes), "colour": (FEATURES_QUESTION, colours)}
-    skipped = [f for f, fam in FIELD_FAMILIES.items() if families is not None and fam not in families]
     sets = {name: qo for name, qo in sets.items() if qo[1] and name not in skipped}
     scored = option_probs(model, processor, [image] * len(sets), [q for q, _ in sets.values()],
                           [o for _, o in sets.values()], batch_size=batch_size)
@@ -145,23 +148,17 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     spread = None if "distribution" in skipped else _ranked(DISTRIBUTION_PATTERNS, probs["distribution"], 1)[0]
     site = None if "body_site" in skipped else answer_batch(model, processor, [image], [BODY_SITE_QUESTION],
                                                             max_new_tokens=16)[0]
-    outside = ood.check(model, processor, image) if ood is not None else None
-    abstain = bool(outside and outside["unlike_training"])
     malignant = None
-    if alert is not None and not abstain:
+    if alert is not None:
         score = malignancy(probs["diagnosis"], labels)
         malignant = {"score": round(score, 4), "threshold": alert["threshold"],
                      "target_sensitivity": alert["target_sensitivity"], "alert": score >= alert["threshold"]}
-    if abstain:
-        step = OOD_NEXT_STEP
-    elif malignant and malignant["alert"] and (unsure or not under_malignant(top["ontology_path"])):
+    if malignant and malignant["alert"] and (unsure or not under_malignant(top["ontology_path"])):
         step = ALERT_NEXT_STEP.format(top=top["label"], score=malignant["score"], level=malignant["threshold"],
                                       target=malignant["target_sensitivity"])
     else:
         step = next_step(top["ontology_path"], unsure)
-    if abstain:
-        summary = outside["message"]
-    elif unsure:
+    if unsure:
         summary = (f"Unsure: the best candidate, {top['label']}, scored {confidence:.2f}, below the "
                    f"{min_confidence:.2f} confidence threshold, so no diagnosis is given.")
     else:
@@ -176,9 +173,9 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
         {"pattern": spread["term"], "score": spread["score"]},
         "body_site": NOT_ASSESSED if "body_site" in skipped else None if not site or NOT_VISIBLE.search(site)
         else site,
-        "diagnosis": None if unsure or abstain else {
+        "diagnosis": None if unsure else {
             "label": top["label"], "ontology_path": top["ontology_path"], "score": top["score"]},
-        "differential": [] if abstain else differential,  # an abstention names no diagnosis, not even ranked
+        "differential": differential,
         "confidence": round(confidence, 4),
         "confidence_threshold": min_confidence,
         "unsure": unsure,
@@ -199,6 +196,20 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     return report
 
 
+def _abstention(outside: dict, skipped: list[str], min_confidence: float, model_name: str,
+                image_name: str | None) -> dict:
+    """The report on a photo unlike the training images: no findings of any kind, only the out-of-distribution
+    verdict and the advice to have the lesion examined (nothing else is scored, so nothing can leak)."""
+    report = {"schema": SCHEMA_ID, "model": model_name, "image": image_name,
+              **{section: None for section in ("morphology", "colour", "distribution", "body_site", "diagnosis",
+                                               "confidence")},
+              "differential": [], "confidence_threshold": min_confidence, "unsure": False,
+              "summary": outside["message"], "next_step": OOD_NEXT_STEP, "not_assessed": skipped, "ood": outside,
+              "malignancy": None, "disclaimer": DISCLAIMER}
+    validate_report(report)
+    return report
+
+
 def _section(terms: list[str], probs, k: int, skip: bool):
     if skip:
         return NOT_ASSESSED
@@ -215,8 +226,14 @@ def render_markdown(report: dict, folder: str | Path | None = None) -> str:
     """The report as Markdown; written into `folder`, its links to the overlay and grid are relative to it."""
     dx = report["diagnosis"]
     ood = report.get("ood")
+    title = "## Lesion report" + (f": {report['image']}" if report["image"] else "")
+    if ood and ood["unlike_training"]:
+        return "\n".join([title, "", f"**Summary.** {report['summary']}", "",
+                          f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})",
+                          "", f"**Suggested next step.** {report['next_step']}", "",
+                          f"> **Disclaimer.** {report['disclaimer']}"]) + "\n"
     lines = [
-        "## Lesion report" + (f": {report['image']}" if report["image"] else ""),
+        title,
         "",
         f"**Summary.** {report['summary']}",
         "",
@@ -227,8 +244,7 @@ def render_markdown(report: dict, folder: str | Path | None = None) -> str:
         f"- **Body site:** {report['body_site'] or 'not visible or not stated'}",
         "- **Most likely diagnosis:** " + (f"{dx['label']} ({dx['score']:.2f})" + (
             f" — {' > '.join(dx['ontology_path'])}" if dx["ontology_path"] else "") if dx else
-            "none given (" + ("the photo is unlike the training images)" if ood and ood["unlike_training"]
-                              else "below the confidence threshold)")),
+            "none given (below the confidence threshold)"),
         f"- **Confidence:** {report['confidence']:.2f} (threshold {report['confidence_threshold']:.2f})",
         "",
         "**Differential** (share of likelihood over the model's diagnoses):",
@@ -237,8 +253,7 @@ def render_markdown(report: dict, folder: str | Path | None = None) -> str:
         "|---|---|---|---|",
     ]
     lines += [f"| {i} | {d['label']} | {d['score']:.3f} | {' > '.join(d['ontology_path'])} |"
-              for i, d in enumerate(report["differential"], 1)] or ["| – | none: the photo is unlike the training "
-                                                                     "images | – | – |"]
+              for i, d in enumerate(report["differential"], 1)]
     if ood:
         lines += ["", f"**Out-of-distribution score:** {ood['score']:.2f} (abstains above {ood['threshold']:.2f})"]
     if report.get("malignancy"):

@@ -107,10 +107,10 @@ def test_cli_json_report_validates(setup, chatty_model_dir, tmp_path):
     assert md.exit_code == 0 and "## Lesion report" in md.stdout and DISCLAIMER in md.stdout
 
 
-def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(trusted_model_dir, tmp_path):
+def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_findings(trusted_model_dir, tmp_path):
     from dermvqa.cli import app
     from dermvqa.model.ood import NOTICE, load_summary
-    from dermvqa.infer.report import NOT_ASSESSED, trained_families
+    from dermvqa.infer.report import NOT_ASSESSED, OOD_NEXT_STEP, trained_families
 
     model_dir, world = trusted_model_dir
     assert trained_families(model_dir) == ["diagnosis", "yes_no"]
@@ -121,24 +121,56 @@ def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_diagnosis(
     assert result.exit_code == 0, result.output
     pad = json.loads(out.read_text())
     validate_report(pad)
-    for section in ("morphology", "colour", "distribution", "body_site"):
-        assert pad[section] == NOT_ASSESSED
     assert pad["ood"]["unlike_training"] and pad["ood"]["score"] > pad["ood"]["threshold"]
-    assert pad["diagnosis"] is None and pad["differential"] == [] and pad["summary"].startswith(NOTICE)
+    for section in ("morphology", "colour", "distribution", "body_site", "diagnosis", "confidence", "malignancy"):
+        assert pad[section] is None, section
+    assert pad["differential"] == [] and pad["summary"].startswith(NOTICE) and pad["next_step"] == OOD_NEXT_STEP
+    assert pad["not_assessed"] == ["morphology", "colour", "distribution", "body_site"]
+    assert "explanation" not in pad and not (tmp_path / "pad_explain.png").exists()  # nothing to ground
     with pytest.raises(ValueError, match="differential"):  # an abstaining report cannot rank diagnoses
         validate_report({**pad, "differential": [{"label": "x", "score": 0.9, "ontology_path": []}]})
-    assert pad["explanation"]["png"] == str(tmp_path / "pad_explain.png")
-    assert (tmp_path / "pad_explain.png").stat().st_size > 5000
-    assert json.loads((tmp_path / "pad_explain.json").read_text())["answer"] == pad["explanation"]["answer"]
-    md = render_markdown(pad)
-    assert NOT_ASSESSED in md and NOTICE in md and "pad_explain.png" in md
 
     model, processor = load_model(model_dir, device="cpu")
     image = Image.open(world / "images" / "synthetic" / "lesion_00003.png")
     familiar = build_report(model, processor, image, load_labels(model_dir), min_confidence=0.0,
                             families=trained_families(model_dir), ood=load_summary(model_dir))
     assert not familiar["ood"]["unlike_training"] and familiar["diagnosis"]["label"] == familiar["differential"][0]["label"]
+    assert familiar["morphology"] == NOT_ASSESSED
     validate_report(familiar)
+
+
+def test_a_flagged_report_lists_no_findings_and_an_unflagged_one_does(trusted_model_dir, setup):
+    """The same photo and model, once with the threshold just above its score and once just below."""
+    from dermvqa.model.ood import load_summary
+
+    model_dir, _ = trusted_model_dir
+    model, processor = load_model(model_dir, device="cpu")
+    labels, photo = setup[2], setup[3]
+    summary = load_summary(model_dir)
+    score = summary.check(model, processor, photo)["score"]
+    summary.threshold = score * 1.01
+    kept = build_report(model, processor, photo, labels, min_confidence=0.0, ood=summary)
+    summary.threshold = score * 0.99
+    flagged = build_report(model, processor, photo, labels, min_confidence=0.0, ood=summary)
+    assert not kept["ood"]["unlike_training"] and flagged["ood"]["unlike_training"]
+    assert kept["ood"]["score"] == flagged["ood"]["score"] == pytest.approx(score, abs=1e-4)
+    assert kept["morphology"] and kept["colour"] and kept["distribution"]["pattern"] and kept["differential"]
+    assert kept["diagnosis"]["label"] == kept["differential"][0]["label"] and kept["confidence"] > 0
+    findings = ("morphology", "colour", "distribution", "body_site", "diagnosis", "confidence", "malignancy")
+    assert all(flagged[k] is None for k in findings) and flagged["differential"] == []
+    for broken in ({**flagged, "morphology": kept["morphology"]}, {**flagged, "confidence": kept["confidence"]},
+                   {**flagged, "distribution": kept["distribution"]}):
+        with pytest.raises(ValueError):  # the schema itself refuses findings beside an abstention
+            validate_report(broken)
+
+    kept_md, flagged_md = render_markdown(kept), render_markdown(flagged)
+    terms = [t["term"] for t in kept["morphology"] + kept["colour"]] + [d["label"] for d in kept["differential"]]
+    assert all(term in kept_md for term in terms) and "**Confidence:**" in kept_md
+    assert not any(term in flagged_md for term in terms)
+    for absent in ("Morphology", "Colour", "Distribution", "Body site", "Confidence", "Differential", "Most likely"):
+        assert absent not in flagged_md, absent
+    assert f"{flagged['ood']['score']:.2f} (abstains above {flagged['ood']['threshold']:.2f})" in flagged_md
+    assert flagged["next_step"] in flagged_md and DISCLAIMER in flagged_md
 
 
 def test_markdown_report_links_its_overlay_from_where_the_file_lies(trusted_model_dir, tmp_path, monkeypatch):
@@ -146,9 +178,10 @@ def test_markdown_report_links_its_overlay_from_where_the_file_lies(trusted_mode
 
     from dermvqa.cli import app
 
-    model_dir, _ = trusted_model_dir
+    model_dir, world = trusted_model_dir
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["report", "--model", str(model_dir), "--image", str(PAD_PHOTO), "--out",
+    lesion = world / "images" / "synthetic" / "lesion_00003.png"  # in distribution: abstentions have no overlay
+    result = CliRunner().invoke(app, ["report", "--model", str(model_dir), "--image", str(lesion), "--out",
                                       "reports/pad.md", "--explain", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "reports" / "pad.md").read_text()
