@@ -7,6 +7,7 @@ character as a token, so unspaced Chinese is scored too.
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -37,15 +38,17 @@ def llava_med_open_recall(pred: str, ref: str) -> float:
 
 
 def meteor_status() -> str | None:
-    """None when nltk's METEOR can run; otherwise the reason it cannot (it needs WordNet data)."""
+    """None when nltk's METEOR can run; otherwise the reason it cannot (it needs WordNet 3.0, which
+    scripts/install.sh copies from Debian's wordnet-base into <sys.prefix>/nltk_data, where nltk looks)."""
     try:
         from nltk.corpus import wordnet
         wordnet.ensure_loaded()
     except ImportError:
         return "nltk is not installed (pip install 'dermvqa[eval]')"
-    except LookupError:
-        return ("nltk WordNet data not found: install it once with `python -m nltk.downloader wordnet` "
-                "(needs the internet) or copy an nltk_data folder with corpora/wordnet into NLTK_DATA")
+    except (LookupError, OSError) as e:
+        problem = "finds no WordNet" if isinstance(e, LookupError) else f"finds an incomplete WordNet ({e})"
+        return (f"nltk {problem}: run scripts/install.sh as root (it installs Debian's wordnet-base and lays it "
+                f"out in {sys.prefix}/nltk_data/corpora/wordnet)")
     return None
 
 
