@@ -1,0 +1,90 @@
+"""The swappable judge: strict verdict parsing, failures counted by reason, verdicts cached (a rerun sends no
+judge request again), the rubric's hash in the manifest."""
+import hashlib
+import re
+
+import pytest
+
+from dermvqa.eval.judge import RUBRIC, Judge, judge_summary, parse_verdict, render
+from tests.eval.fake_vlm_server import FakeVLMServer
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ("The reply names the reference diagnosis.\nVERDICT: CORRECT", 1),
+    ("Different diagnosis.\n\nVERDICT: INCORRECT\n", 0),
+    ("VERDICT: CORRECT", 1),
+    ("  VERDICT: INCORRECT  ", 0),
+    ("Looks right.\nverdict: correct", None),            # the fixed format is upper case
+    ("VERDICT: CORRECT.", None),
+    ("**VERDICT: CORRECT**", None),
+    ("VERDICT: CORRECT\nbecause it matches", None),       # not the last line
+    ("Verdict: maybe\nVERDICT: CORRECT", None),           # two verdict lines
+    ("VERDICT: INCORRECT\nVERDICT: CORRECT", None),
+    ("VERDICT: PARTIALLY CORRECT", None),
+    ("The answer is correct.", None),
+    ("", None),
+])
+def test_verdict_is_parsed_strictly(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+def test_rubric_fields_are_filled_once():
+    out = render("Q={{question}} R={{reference}} A={{reply}}", "what?", "melanoma", "not {{reference}}")
+    assert out == "Q=what? R=melanoma A=not {{reference}}"
+
+
+def fields(prompt: str) -> tuple[str, str]:
+    """(reference, reply) read back from a rendered judge_v1 prompt, the way a judge model sees it."""
+    m = re.search(r"Reference answer:\n(.*)\n\nModel answer:\n(.*)\n\nReply with", prompt, re.S)
+    return m.group(1), m.group(2)
+
+
+def fake_judge(prompt: str) -> str:
+    """Exact match after lower-casing; a reply containing 'ramble' gets an answer outside the format."""
+    reference, reply = fields(prompt)
+    if "ramble" in reply:
+        return "I would say it is mostly right."
+    same = reply.strip().lower() == reference.strip().lower()
+    return f"Compared the two.\nVERDICT: {'CORRECT' if same else 'INCORRECT'}"
+
+
+PAIRS = [("What is the diagnosis?", "Melanoma", "melanoma"),
+         ("What is the diagnosis?", "Psoriasis", "eczema"),
+         ("Which site?", "the left forearm", "The left forearm"),
+         ("Which colour?", "brown", "ramble on"),
+         ("What is the diagnosis?", "Tinea corporis", "tinea corporis"),   # the server fails this one
+         ("What is the diagnosis?", "Vitiligo", "")]                       # empty reply: incorrect, not sent
+
+
+def test_verdicts_failures_and_cached_rerun(tmp_path):
+    rubric = RUBRIC.read_text(encoding="utf-8")
+    failing = render(rubric, *PAIRS[4])
+    with FakeVLMServer({failing: ["500"] * 2}, reply=fake_judge, served_model="judge-7b") as server:
+        judge = Judge(f"openai:judge@{server.url}", cache_dir=tmp_path, concurrency=3, max_retries=1, backoff_s=0.01)
+        got = judge.verdicts(PAIRS)
+        manifest = judge.manifest()
+        judge.close()
+        sent = server.count()
+        assert got == [{"verdict": 1}, {"verdict": 0}, {"verdict": 1}, {"verdict": None, "failure": "unparsed"},
+                       {"verdict": None, "failure": "error_http"}, {"verdict": 0}]
+        assert sent == 4 + 2 and server.count(failing) == 2  # the empty reply was never sent
+        assert all(r["body"]["temperature"] == 0 and isinstance(r["body"]["messages"][0]["content"], str)
+                   for r in server.requests)
+        summary = judge_summary(got)
+        assert summary == {"items": 6, "judged": 4, "correct": 2, "failures": {"error_http": 1, "unparsed": 1},
+                           "failure_share": round(2 / 6, 6)}
+
+        again = Judge(f"openai:judge@{server.url}", cache_dir=tmp_path, max_retries=1, backoff_s=0.01)
+        rerun = again.verdicts(PAIRS)
+        again.close()
+        assert server.count() - sent == 1 == server.count(failing) - 2  # only the failed verdict is asked again
+        assert rerun[:4] == got[:4] and rerun[4] == {"verdict": 1}
+    assert manifest["rubric_sha256"] == hashlib.sha256(RUBRIC.read_bytes()).hexdigest()
+    assert manifest["rubric_version"] == "judge_v1" and manifest["served_model"] == "judge-7b"
+    assert manifest["endpoint"] == server.url
+
+
+def test_rubric_carries_the_format_the_parser_reads():
+    rubric = RUBRIC.read_text(encoding="utf-8")
+    assert parse_verdict(rubric.splitlines()[-2]) == 1 and parse_verdict(rubric.splitlines()[-1]) == 0
+    assert all(f in rubric for f in ("{{question}}", "{{reference}}", "{{reply}}"))

@@ -1,0 +1,141 @@
+"""openai:MODEL@URL against a fault-injecting fake server: every item answered or counted under its reason,
+cached answers never asked again, the API key in no file."""
+import base64
+import io
+import os
+import secrets
+
+import pytest
+from PIL import Image
+
+from dermvqa.eval.adapters.base import FAILURES
+from dermvqa.eval.adapters.openai_chat import EndpointError, OpenAIChatAdapter, parse_spec
+from tests.eval.fake_vlm_server import FakeVLMServer, echo
+
+RETRIED = {"429", "500", "timeout", "malformed"}
+FINAL_REASON = {"429": "error_http", "500": "error_http", "timeout": "error_timeout", "malformed": "error_malformed",
+                "400": "error_http", "empty": "empty", "refusal": "refused", "filter": "refused"}
+SCRIPTS = {
+    "q-429-then-ok": ["429", "429"], "q-500-then-ok": ["500"], "q-timeout-then-ok": ["timeout"],
+    "q-malformed-then-ok": ["malformed"], "q-500-always": ["500"] * 9, "q-timeout-always": ["timeout"] * 9,
+    "q-malformed-always": ["malformed"] * 9, "q-empty": ["empty"], "q-refusal": ["refusal"],
+    "q-filter": ["filter"], "q-400": ["400"], "q-mixed-then-ok": ["429", "timeout", "500"], "q-ok": [],
+}
+MAX_RETRIES = 3
+
+
+def expected(prompt: str, max_retries: int) -> tuple[dict, int]:
+    """What the adapter's retry contract says a prompt's script must end as: (answer row, requests sent)."""
+    actions = SCRIPTS[prompt]
+    for attempt in range(max_retries + 1):
+        action = actions[attempt] if attempt < len(actions) else "ok"
+        if action == "ok":
+            return {"reply": echo(prompt)}, attempt + 1
+        if action not in RETRIED or attempt == max_retries:
+            return {"reply": "", "failure": FINAL_REASON[action]}, attempt + 1
+    raise AssertionError("unreachable")
+
+
+
+def images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (16, 12), (40 + 13 * i, 200 - 7 * i, 90)) for i in range(n)]
+
+
+def adapter(server, cache_dir=None, **kw) -> OpenAIChatAdapter:
+    kw = {"timeout": 0.3, "max_retries": MAX_RETRIES, "backoff_s": 0.01} | kw
+    return OpenAIChatAdapter(f"openai:test-model@{server.url}", cache_dir=cache_dir, **kw)
+
+
+def test_every_item_answered_or_counted_under_its_reason(tmp_path):
+    prompts = list(SCRIPTS)
+    with FakeVLMServer(SCRIPTS, timeout_sleep_s=0.6) as server:
+        model = adapter(server, tmp_path, concurrency=4)
+        rows = model.generate(images(len(prompts)), prompts, max_new_tokens=12)
+        model.close()
+        for prompt, row in zip(prompts, rows):
+            want, sent = expected(prompt, MAX_RETRIES)
+            assert row == want, prompt
+            assert server.count(prompt) == sent, prompt
+            assert row.get("failure", FAILURES[0]) in FAILURES
+    assert {r.get("failure") for r in rows} == {None, "error_http", "error_timeout", "error_malformed", "empty",
+                                                "refused"}
+
+
+def test_request_format_and_bounded_concurrency(tmp_path):
+    pics = images(6)
+    with FakeVLMServer(delay_s=0.15) as server:
+        model = adapter(server, tmp_path, concurrency=2)
+        rows = model.generate(pics, [f"question {i}" for i in range(6)], max_new_tokens=7)
+        manifest = model.manifest()
+        model.close()
+    assert [r["reply"] for r in rows] == [f"reply to: question {i}" for i in range(6)]
+    assert server.max_in_flight == 2
+    for req in server.requests:
+        body = req["body"]
+        assert body["temperature"] == 0 and body["max_tokens"] == 7 and body["model"] == "test-model"
+        assert [p["type"] for p in body["messages"][0]["content"]] == ["image_url", "text"]
+        head, data = req["image_url"].split(",", 1)
+        assert head == "data:image/png;base64"
+        sent = Image.open(io.BytesIO(base64.b64decode(data)))
+        k = int(req["prompt"].split()[-1])
+        assert sent.format == "PNG" and sent.convert("RGB").tobytes() == pics[k].tobytes()
+    assert manifest["served_model"] == "fake-vlm-1" and manifest["requested_model"] == "test-model"
+    assert manifest["endpoint"] == server.url and manifest["settings"]["concurrency"] == 2
+
+
+def test_rerun_sends_no_request_for_cached_answers(tmp_path):
+    prompts = ["q-ok", "q-500-then-ok", "q-500-twice", "q-empty", "another"]
+    script = {"q-500-then-ok": ["500"], "q-500-twice": ["500"] * 2, "q-empty": ["empty"]}
+    pics = images(len(prompts))
+    with FakeVLMServer(script) as server:
+        first = adapter(server, tmp_path, max_retries=1)
+        rows = first.generate(pics, prompts, 12)
+        first.close()
+        assert [r.get("failure") for r in rows] == [None, None, "error_http", "empty", None]
+        before = {p: server.count(p) for p in prompts}
+        again = adapter(server, tmp_path, max_retries=1)
+        rerun = again.generate(pics, prompts, 12)
+        served = again.manifest()["served_model"]
+        again.close()
+        after = {p: server.count(p) - before[p] for p in prompts}
+        assert [r.get("failure") for r in rerun] == [None, None, None, None, None]  # failures were asked again
+        assert after == {"q-ok": 0, "q-500-then-ok": 0, "another": 0, "q-500-twice": 1, "q-empty": 1}
+        assert [r["reply"] for r in rerun if r["reply"]][:2] == [r["reply"] for r in rows[:2]]
+        assert served == "fake-vlm-1"  # from the cached rows
+        other = adapter(server, tmp_path)
+        other.generate(pics[:1], prompts[:1], 13)  # another setting is another request
+        other.close()
+        assert server.count("q-ok") == before["q-ok"] + 1
+
+
+def test_api_key_is_sent_but_never_written(tmp_path, monkeypatch):
+    key = "sk-test-" + secrets.token_hex(12)
+    monkeypatch.setenv("DERMVQA_TEST_KEY", key)
+    with FakeVLMServer(api_key=key) as server:
+        model = adapter(server, tmp_path, api_key_env="DERMVQA_TEST_KEY")
+        assert model.generate(images(2), ["a", "b"], 8) == [{"reply": echo("a")}, {"reply": echo("b")}]
+        (tmp_path / "manifest.txt").write_text(repr(model.manifest()))
+        model.close()
+        monkeypatch.setenv("DERMVQA_TEST_KEY", "wrong")
+        refused = adapter(server, tmp_path, api_key_env="DERMVQA_TEST_KEY")
+        with pytest.raises(EndpointError, match="401"):
+            refused.generate(images(1), ["c"], 8)
+        refused.close()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "cache.sqlite" for p in files)
+    for p in files:
+        assert key.encode() not in p.read_bytes(), p
+    with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR"):
+        OpenAIChatAdapter(f"openai:m@{server.url}", api_key_env="NO_SUCH_KEY_VAR")
+    assert "NO_SUCH_KEY_VAR" not in os.environ
+
+
+@pytest.mark.parametrize("spec", ["openai:model", "openai:@http://x/v1", "openai:m@ftp://x", "hf:m@http://x"])
+def test_bad_spec_is_one_clear_error(spec):
+    with pytest.raises(ValueError, match="openai:MODEL@URL"):
+        parse_spec(spec)
+
+
+def test_spec_parts():
+    assert parse_spec("openai:Qwen/Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1/") == (
+        "Qwen/Qwen2.5-VL-7B-Instruct", "http://127.0.0.1:8000/v1")
