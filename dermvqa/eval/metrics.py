@@ -1,7 +1,9 @@
-"""Per-item scores (closed accuracy, open exact match, token recall/F1, BLEU-1..4, ROUGE-L, METEOR) and ECE.
+"""Per-item scores (closed accuracy, unparsed, open exact match, token recall/F1, BLEU-1..4, ROUGE-L, METEOR) and ECE.
 
 All scores are fractions in [0, 1]; group figures are means of the per-item scores, so every number
-can carry a bootstrap interval. BLEU is sentence-level (sacrebleu, exponential smoothing, lowercased;
+can carry a bootstrap interval. A closed reply that commits to none of the listed options (or to several)
+scores accuracy 0 and `unparsed` 1, whatever backend wrote it; its mean is the unparsed share, never
+replaced by a guessed option. BLEU is sentence-level (sacrebleu, exponential smoothing, lowercased;
 sacrebleu's `zh` tokenizer when the text has Chinese). Token metrics and ROUGE-L count each Chinese
 character as a token, so unspaced Chinese is scored too.
 """
@@ -15,7 +17,7 @@ import numpy as np
 from dermvqa.eval.items import CLOSED, EvalItem
 from dermvqa.eval.parse import exact_answer, has_cjk, normalize, parse_choice, tokens
 
-CLOSED_METRICS = ["accuracy", "llava_med_closed"]
+CLOSED_METRICS = ["accuracy", "llava_med_closed", "unparsed"]
 OPEN_METRICS = ["exact_match", "token_recall", "token_f1", "llava_med_open_recall",
                 "bleu1", "bleu2", "bleu3", "bleu4", "rougeL", "meteor"]
 BERTSCORE_REASON = "bert-score needs a pretrained model from the hub; none is available offline"
@@ -89,12 +91,13 @@ class TextScorer:
     def score(self, item: EvalItem, reply: str) -> tuple[dict[str, float], int | None]:
         """(scores, picked option index or None) for one reply."""
         if item.answer_type == CLOSED:
+            scores = {"llava_med_closed": float(item.gold.lower() in reply.lower())}
             if item.options:
                 pick = parse_choice(reply, item.options)
-                hit = pick == item.answer_index
+                scores.update(accuracy=float(pick == item.answer_index), unparsed=float(pick is None))
             else:
-                pick, hit = None, exact_answer(reply, item.gold)
-            return {"accuracy": float(hit), "llava_med_closed": float(item.gold.lower() in reply.lower())}, pick
+                pick, scores["accuracy"] = None, float(exact_answer(reply, item.gold))
+            return dict(sorted(scores.items())), pick
         return self.open_scores(reply, item.references, item.gold), None
 
 

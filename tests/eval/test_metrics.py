@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from dermvqa.eval.items import EvalItem
+from dermvqa.eval.items import Bench, EvalItem
 from dermvqa.eval.metrics import TextScorer, calibration, llava_med_open_recall, token_recall_f1
+from dermvqa.eval.summary import build_metrics
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +44,14 @@ def test_several_references_take_the_best(scorer):
 
 def test_closed_scoring_and_llava_med_rule(scorer):
     yn = EvalItem("q", [], "Is this psoriasis?", ["..."], "closed", options=["yes", "no"], answer_index=0)
-    assert scorer.score(yn, "Yes, it is") == ({"accuracy": 1.0, "llava_med_closed": 1.0}, 0)
+    assert scorer.score(yn, "Yes, it is") == ({"accuracy": 1.0, "llava_med_closed": 1.0, "unparsed": 0.0}, 0)
     assert scorer.score(yn, "The lesion looks like eczema, not psoriasis. Answer: no.")[0]["accuracy"] == 0.0
     no = EvalItem("q", [], "Is this psoriasis?", ["..."], "closed", options=["yes", "no"], answer_index=1)
     # LLaVA-Med's substring rule counts "no" inside "Not sure" as a hit; our parser does not
-    assert scorer.score(no, "Not sure") == ({"accuracy": 0.0, "llava_med_closed": 1.0}, None)
+    assert scorer.score(no, "Not sure") == ({"accuracy": 0.0, "llava_med_closed": 1.0, "unparsed": 1.0}, None)
     free = EvalItem("q", [], "Which organ is abnormal?", ["liver"], "closed", label="liver")
-    # closed without options: normalised exact match of the reply's answer, not a substring anywhere
+    # closed without options: normalised exact match of the reply's answer, not a substring anywhere (no option
+    # set, so nothing to be unparsed against)
     assert scorer.score(free, "The liver.")[0]["accuracy"] == 1.0
     assert scorer.score(free, "Answer: liver")[0]["accuracy"] == 1.0
     assert scorer.score(free, "The liver is.")[0]["accuracy"] == 0.0
@@ -62,6 +64,43 @@ def test_chinese_open_answers_are_scored_per_character(scorer):
     half = scorer.open_scores("肝", ["肝脏"], gold="肝脏")
     assert half["token_recall"] == pytest.approx(0.5) and half["rougeL"] == pytest.approx(2 / 3)
     assert half["exact_match"] == 0.0 and 0 < half["bleu1"] < 1
+
+
+class _Log:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def get(self, item_id, blind):
+        return self.rows[item_id] if not blind else None
+
+
+def test_unparsed_share_overall_and_per_family_never_a_guess():
+    mc = ["psoriasis", "eczema", "melanoma"]
+    cases = [  # (id, family, options, gold index, answer row, names exactly one option)
+        ("yn0", "yes_no", ["yes", "no"], 0, {"reply": "Yes."}, True),
+        ("yn1", "yes_no", ["yes", "no"], 0, {"reply": "It is hard to say."}, False),
+        ("yn2", "yes_no", ["yes", "no"], 1, {"reply": "", "failure": "error_http"}, False),
+        ("yn3", "yes_no", ["yes", "no"], 1, {"reply": "No"}, True),
+        ("mc0", "multiple_choice", mc, 1, {"reply": "B"}, True),
+        ("mc1", "multiple_choice", mc, 0, {"reply": "psoriasis or eczema"}, False),
+        ("mc2", "multiple_choice", mc, 2, {"reply": "I cannot tell from this photo."}, False),
+    ]
+    items = [EvalItem(i, [], "q?", [o[g]], "closed", options=o, answer_index=g, family=f, source="s")
+             for i, f, o, g, _, _ in cases]
+    items.append(EvalItem("op0", [], "What is it?", ["psoriasis"], "open", label="psoriasis", family="diagnosis"))
+    log = _Log({i: row for i, _, _, _, row, _ in cases} | {"op0": {"reply": "psoriasis"}})
+    m = build_metrics(Bench("qa", "qa:x", items), items, {}, log, {"model": "m"}, blind=False, n_boot=20)
+    unparsed = [c for c in cases if not c[5]]
+    assert m["unparsed_closed_replies"] == {"image": len(unparsed)}
+    overall = m["overall"]["image"]
+    assert overall["unparsed"]["value"] == pytest.approx(len(unparsed) / len(cases)) and overall["unparsed"]["n"] == 7
+    for fam in ("yes_no", "multiple_choice"):
+        in_family = [c for c in cases if c[1] == fam]
+        share = sum(not c[5] for c in in_family) / len(in_family)
+        assert m["strata"]["family"][fam]["image"]["unparsed"]["value"] == pytest.approx(share)
+    # every unparsed reply scores wrong: accuracy counts only the parsed, correct ones (yn0, yn3, mc0)
+    assert overall["accuracy"]["value"] == pytest.approx(3 / 7)
+    assert "unparsed" not in m["strata"]["family"]["diagnosis"]["image"]
 
 
 def test_meteor_left_out_when_unavailable(scorer, monkeypatch):
