@@ -75,6 +75,35 @@ def gap_lines(gaps: dict) -> list[str]:
     return lines
 
 
+SKIN_TYPE_FIGURES = ["accuracy", "balanced_accuracy", "macro_f1"]
+
+
+def skin_type_lines(skin: dict, min_n: int) -> list[str]:
+    """Per family: one row per Fitzpatrick type (few-item types marked), then the best - worst gap per figure."""
+    image, blind = skin.get("image", {}), skin.get("blind", {})
+    if "not_computed" in image:
+        return [f"Not computed: {image['not_computed']}."]
+    lines = []
+    for fam, f in image.items():
+        few = [t for t, v in f["types"].items() if v["few_items"]]
+        lines += [f"### {fam} ({f['classes']} classes; prediction: {f['prediction']})", "",
+                  "| skin type | n | accuracy [95% CI] | balanced accuracy [95% CI] | macro-F1 [95% CI] | "
+                  "accuracy blind |", "|---|---|---|---|---|---|"]
+        for t, v in f["types"].items():
+            bl = blind.get(fam, {}).get("types", {}).get(t, {}).get("accuracy")
+            lines.append(f"| {t}{' (few)' if v['few_items'] else ''} | {v['n']} | "
+                         + " | ".join(fmt(v[k]) for k in SKIN_TYPE_FIGURES) + f" | {fmt(bl)} |")
+        gaps = []
+        for k, g in f["gap"].items():
+            gaps.append(f"{k} {g['gap']:.3f} [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}] ({g['best']} − {g['worst']})"
+                        if "gap" in g else f"{k} not computed ({g['not_computed']})")
+        lines += ["", "Gap best − worst type: " + "; ".join(gaps) + "."]
+        if few:
+            lines.append(f"(few): fewer than {min_n} items, shown but left out of the gap: {', '.join(few)}.")
+        lines.append("")
+    return lines
+
+
 def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
     b, st = m["benchmark"], m["settings"]
     miss = b["missing_images"]
@@ -107,6 +136,9 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
     gaps = gap_lines(m["fitzpatrick_gap"])
     if gaps:
         lines += ["## Skin-type gap (best − worst Fitzpatrick type)", "", *gaps, ""]
+    if "skin_type" in m:
+        lines += ["## Classification by skin type", "",
+                  *skin_type_lines(m["skin_type"], m["bootstrap"]["gap_min_items_per_type"])]
     cal = m["calibration"]["image"]
     lines += ["## Calibration", "",
               f"Expected calibration error {cal['ece']:.4f} over {cal['n']} likelihood-scored questions."

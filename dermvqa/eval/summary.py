@@ -8,6 +8,7 @@ from __future__ import annotations
 from dermvqa.eval.classify import classifier_metrics
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.metrics import BERTSCORE_REASON, OPEN_METRICS, TextScorer, calibration
+from dermvqa.eval.skin_types import skin_type_section
 from dermvqa.eval.strata import DIMENSIONS, skin_type_gap, stratify, summarize
 
 HEADLINE = ["accuracy", "exact_match", "token_f1", "rougeL"]
@@ -107,6 +108,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
     if blind:
         runs["blind"] = score_rows(items, log, True, scorer)
     overall, strata, gaps, calib, confusions, classes, unparsed = {}, {}, {}, {}, {}, {}, {}
+    skin = {}
     for name, (rows, picks) in runs.items():
         overall[name] = summarize(rows, f"{name}/overall", n_boot, seed) if rows else {}
         strata[name] = stratify(rows, n_boot, seed, prefix=f"{name}/")
@@ -116,6 +118,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         calib[name] = calibration_of(picks)
         confusions[name] = confusion(picks)
         classes[name] = classification(picks, name, n_boot, seed)
+        skin[name] = skin_type_section(classifier_families(picks), picks, name, n_boot, seed, gap_min_n)
         unparsed[name] = sum(1 for it, pick, _ in picks if it.answer_type == CLOSED and it.options and pick is None)
     not_computed = {"bertscore": BERTSCORE_REASON}
     if scorer.meteor_missing and any(it.answer_type != CLOSED for it in items):
@@ -136,6 +139,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         "calibration": calib,
         "confusion": confusions,
         "classification": classes,
+        "skin_type": skin,
         "unparsed_closed_replies": unparsed,
         "not_computed": not_computed,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%",
