@@ -1,10 +1,14 @@
-"""`dermvqa eval`: run a benchmark (no subcommand) or `dermvqa eval compare A B`."""
+"""`dermvqa eval`: run a benchmark (no subcommand), `dermvqa eval merge` shards, or `dermvqa eval compare A B`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
+MODEL_HELP = ("llava:DIR (a dermvqa LLaVA folder, or base + LoRA adapter folder; a bare folder means this), "
+              "hf:ID_OR_DIR (a transformers image-text-to-text model: hub id or folder), "
+              "openai:MODEL@URL (an OpenAI-compatible chat endpoint, e.g. openai:my-model@http://127.0.0.1:8000/v1)")
 SPEC_HELP = ("benchmark as released: qa:DIR[:SPLIT] (our QA parquet), mmskin:CSV, dermavqa:JSON[:lang=en|zh|es|all], "
              "slake:JSON[:lang=en|zh|all], vqarad:JSON[:split=test|train|all], "
              "zeroshot:CSV:PAD|HAM|F17K|DAFFODIL (or :classes=FILE), ham10000:DIR[:split=test|val|train|all]; "
@@ -12,13 +16,14 @@ SPEC_HELP = ("benchmark as released: qa:DIR[:SPLIT] (our QA parquet), mmskin:CSV
 
 eval_app = typer.Typer(
     help="Benchmark a model: `dermvqa eval --model DIR --bench SPEC --out DIR` writes metrics.json, "
-         "answers.jsonl, report.md and plots (resumable); `dermvqa eval compare A B` compares two runs.",
+         "answers.jsonl, report.md and plots (resumable); `dermvqa eval merge` joins --shard runs; "
+         "`dermvqa eval compare A B` compares two runs.",
     invoke_without_command=True, no_args_is_help=True)
 
 
 @eval_app.callback()
 def run(ctx: typer.Context,
-        model: Path = typer.Option(None, "--model", help="exported LLaVA folder or base + LoRA adapter folder"),
+        model: str = typer.Option(None, "--model", help=MODEL_HELP),
         bench: str = typer.Option(None, "--bench", help=SPEC_HELP),
         out: Path = typer.Option(None, "--out", help="report folder (a rerun into it resumes)"),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -28,6 +33,16 @@ def run(ctx: typer.Context,
                                  "option log-likelihood, gives calibration)"),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
         device: str = typer.Option(None, "--device", help="cuda / cpu (default: cuda when available)"),
+        api_key_env: str = typer.Option(None, "--api-key-env", help="openai: the environment variable holding "
+                                        "the API key (the key is never written to a file)"),
+        concurrency: int = typer.Option(None, "--concurrency", min=1, help="openai: requests in flight at most"),
+        trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="hf: run the model repository's "
+                                               "own Python code (only for repositories you trust)"),
+        allow_untested: bool = typer.Option(False, "--allow-untested-family", help="hf: run a model family "
+                                            "dermvqa has not tested (the report says so)"),
+        shard: str = typer.Option(None, "--shard", help="I/N: answer only the items at positions pos % N == I-1 "
+                                  "(then `dermvqa eval merge`); auto: I/N from RANK/WORLD_SIZE under torchrun, "
+                                  "into OUT/shard-I-of-N"),
         dry_run: bool = typer.Option(False, "--dry-run", help="no model: print what --bench loads (items per "
                                      "split, answer type and language, skips, images found) and stop")):
     """Run a benchmark; see `compare` for comparing two reports."""
@@ -52,15 +67,42 @@ def run(ctx: typer.Context,
         raise typer.BadParameter(f"missing {', '.join(missing)}")
     if mode not in ("generate", "likelihood"):
         raise typer.BadParameter(f"--mode must be generate or likelihood, got {mode!r}")
+    from dermvqa.eval.adapters import split_spec
     from dermvqa.eval.runner import run_eval
-    from dermvqa.eval.summary import HEADLINE
+    from dermvqa.eval.shard import parse_shard
 
     try:
+        kind, _ = split_spec(model)
+        for flag, value, owner in (("--api-key-env", api_key_env, "openai"), ("--concurrency", concurrency, "openai"),
+                                   ("--trust-remote-code", trust_remote_code, "hf"),
+                                   ("--allow-untested-family", allow_untested, "hf")):
+            if value and kind != owner:
+                raise ValueError(f"{flag} applies to --model {owner}:..., not to {kind}:")
+        shard_of = parse_shard(shard) if shard else None
+        if shard == "auto":
+            out = out / f"shard-{shard_of[0]}-of-{shard_of[1]}"
+            if device is None and "LOCAL_RANK" in os.environ:
+                import torch
+
+                device = f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else None
         m = run_eval(model, bench, out, batch_size=batch_size, limit=limit, blind=blind, mode=mode,
-                     max_new_tokens=max_new_tokens, device=device)
-    except BenchError as e:
+                     max_new_tokens=max_new_tokens, device=device, shard=shard_of,
+                     adapter_options={"api_key_env": api_key_env, "concurrency": concurrency,
+                                      "trust_remote_code": trust_remote_code or None,
+                                      "allow_untested": allow_untested or None})
+    except (BenchError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    if shard_of:
+        typer.echo(f"shard {shard_of[0]}/{shard_of[1]}: answered {m['answered_now']}, resumed {m['resumed']}; "
+                   f"join the shards with `dermvqa eval merge --out DIR SHARD_DIR...` ({out})")
+        return
+    print_summary(m, out)
+
+
+def print_summary(m: dict, out: Path) -> None:
+    from dermvqa.eval.summary import HEADLINE
+
     b = m["benchmark"]
     typer.echo(f"scored {b['items_scored']} of {b['items_selected']} questions "
                f"({b['missing_images']['count']} with missing images)")
@@ -72,10 +114,34 @@ def run(ctx: typer.Context,
     typer.echo(f"report: {Path(out) / 'report.md'}")
 
 
+@eval_app.command("merge")
+def merge_cmd(out: Path = typer.Option(..., "--out", help="folder for the merged report (new)"),
+              shards: list[Path] = typer.Argument(..., help="the shard folders of one run (1..N)")):
+    """Join `--shard I/N` runs: answers.jsonl, metrics.json and report.md as the one-process run writes them."""
+    from dermvqa.eval.benchmarks.common import BenchError
+    from dermvqa.eval.runner import merge_shards
+
+    try:
+        m = merge_shards(out, shards)
+    except (BenchError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    print_summary(m, out)
+
+
 @eval_app.command("compare")
-def compare_cmd(a: Path = typer.Argument(..., help="report folder (or metrics.json) A"),
-                b: Path = typer.Argument(..., help="report folder (or metrics.json) B")):
-    """Side-by-side table of two reports: B − A and whether the 95% intervals separate them."""
+def compare_cmd(runs: list[Path] = typer.Argument(..., help="two or more `dermvqa eval --out` folders of one "
+                                                           "benchmark"),
+                baseline: Path = typer.Option(None, "--baseline", help="the run the others are tested against "
+                                              "(one of RUNS; default the first)"),
+                out: Path = typer.Option(None, "--out", help="also write compare.md, compare.json and "
+                                         "compare_forest.png here")):
+    """Leaderboard of k runs (95% intervals, blind control beside each) and paired tests against the baseline on
+    the items they share: bootstrap interval of the difference, McNemar's exact test for closed accuracy,
+    overall and per Fitzpatrick type, source and family. Refuses runs of different benchmark files."""
     from dermvqa.eval.compare import compare
 
-    typer.echo(compare(a, b))
+    if baseline is not None and baseline not in runs:
+        raise ValueError(f"--baseline {baseline} is not one of the runs ({', '.join(map(str, runs))})")
+    first = baseline if baseline is not None else runs[0]
+    typer.echo(compare([first, *(r for r in runs if r != first)], out))

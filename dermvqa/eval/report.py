@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atomic_files import write_text_atomic
+from dermvqa.eval.manifest import failure_line, manifest_lines
 from dermvqa.eval.summary import HEADLINE
 
 MAX_LISTED_MISSING = 20
@@ -128,6 +129,8 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
               "exponential smoothing); intervals are percentile bootstrap over items.", "",
               "Closed replies naming no option (scored wrong): "
               + ", ".join(f"{k} {v}" for k, v in m["unparsed_closed_replies"].items()) + ".", ""]
+    if "answer_failures" in m:
+        lines += [failure_line(m["answer_failures"]), ""]
     classes = classification_lines(m["classification"])
     if classes:
         lines += ["## Classifier metrics", "", *classes, ""]
@@ -147,6 +150,8 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
         lines += ["## Not computed", "", *[f"- {k}: {v}" for k, v in m["not_computed"].items()], ""]
     if figures:
         lines += ["## Plots", ""] + [f"![{cap}]({name})" for name, cap in figures] + [""]
+    if "manifest" in m:
+        lines += ["## Manifest", "", *manifest_lines(m["manifest"]), ""]
     lines += ["## Run", "",
               f"Answered now: {info['answered_now']}, resumed from answers.jsonl: {info['resumed']}, "
               f"device {info['device'] or '–'} ({info['dtype'] or '–'}), batch size {info['batch_size']}, "
