@@ -97,7 +97,8 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
         return
     import os
 
-    from data_gen.teacher_endpoint import Endpoint, teach_endpoint
+    from data_gen.teacher_client import Endpoint
+    from data_gen.teacher_endpoint import teach_endpoint
 
     if api_key_env is not None and not os.environ.get(api_key_env):
         raise typer.BadParameter(f"--api-key-env {api_key_env}: that environment variable is not set or empty")

@@ -1,9 +1,8 @@
 """LLM teacher through any OpenAI-compatible endpoint (vLLM, SGLang, TGI, llama.cpp server, a hosted API).
 
 For every image of a QA folder, one chat request asks for a `teacher_conversation`
-(data_gen/teacher_conversation.py). At most `concurrency` requests are in flight; 429, 5xx,
-timeouts, dropped connections and unreadable responses are retried with exponential backoff and
-jitter (a Retry-After header wins); 401/403/404 stop the run (every row would fail alike). Each paid
+(data_gen/teacher_conversation.py). At most `concurrency` requests are in flight, each sent by
+data_gen/teacher_client.py (retries with backoff; 401/403/404 stop the run). Each paid
 answer is committed to a per-row cache (data_gen/teacher_cache.py) before it is used, so a rerun or
 a killed run resumes without sending an answered row again. Every reply goes through the gates;
 rejections and failures are counted with their reasons in report.json / report.md, never dropped
@@ -16,7 +15,6 @@ import base64
 import hashlib
 import json
 import mimetypes
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,33 +33,8 @@ from data_gen.sentences import DiseaseNames
 from data_gen.split import stable_int
 from data_gen.teacher import LeakFilter
 from data_gen.teacher_cache import AnswerCache, cache_key
+from data_gen.teacher_client import Endpoint, RowFailed, TeachError, ask
 from data_gen.teacher_conversation import FAMILY, PROMPT_VERSION, facts_for, gate, messages, parse
-
-FATAL_STATUS = {401, 403, 404}
-RETRY_STATUS = {408, 409, 429}
-
-
-class TeachError(RuntimeError):
-    """The endpoint refuses every request (wrong key, model or URL): stop instead of failing each row."""
-
-
-class RowFailed(Exception):
-    """No answer for this row in this run (retries spent, or the request refused); a rerun asks again."""
-
-
-@dataclass
-class Endpoint:
-    url: str
-    model: str
-    api_key: str = "EMPTY"
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    max_tokens: int = 768
-    temperature: float = 0.2
-
 
 @dataclass
 class Tally:
@@ -76,41 +49,6 @@ class Tally:
     retries: Counter = field(default_factory=Counter)
     rejections: gates.Rejections = field(default_factory=gates.Rejections)
     failures: gates.Rejections = field(default_factory=gates.Rejections)
-
-
-async def ask(client, ep: Endpoint, body: dict, tally: Tally) -> tuple[str, int, int]:
-    """One chat completion with retries: (text, prompt tokens, completion tokens)."""
-    import openai
-
-    for attempt in range(ep.retries + 1):
-        tally.requests += 1
-        wait = None
-        try:
-            resp = await client.chat.completions.create(**body)
-            text = resp.choices[0].message.content or ""
-            usage = resp.usage
-            return text, (usage.prompt_tokens or 0) if usage else 0, (usage.completion_tokens or 0) if usage else 0
-        except openai.APITimeoutError:
-            cause = "timeout"
-        except openai.APIConnectionError:
-            cause = "connection error"
-        except openai.APIStatusError as e:
-            if e.status_code in FATAL_STATUS:
-                raise TeachError(f"{ep.url}: the endpoint answered {e.status_code} ({e.message}); check --endpoint, "
-                                 f"--model and --api-key-env") from e
-            if e.status_code < 500 and e.status_code not in RETRY_STATUS:
-                raise RowFailed(f"request refused ({e.status_code})", str(e.message)[:120]) from e
-            cause = f"HTTP {e.status_code}"
-            after = e.response.headers.get("retry-after", "")
-            wait = min(float(after), ep.max_backoff_s) if after.replace(".", "", 1).isdigit() else None
-        except (openai.APIResponseValidationError, json.JSONDecodeError, AttributeError, IndexError, TypeError):
-            cause = "malformed response"
-        if attempt == ep.retries:
-            raise RowFailed(f"gave up after {ep.retries + 1} attempts (last: {cause})", "")
-        tally.retries[cause] += 1
-        await asyncio.sleep(wait if wait is not None else
-                            min(ep.max_backoff_s, ep.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2))
-    raise AssertionError("unreachable")
 
 
 def _image_uri(path: Path) -> str:

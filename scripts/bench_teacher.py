@@ -34,7 +34,8 @@ CSV, ONTOLOGY = SAMPLE / "Derm1M_v2_pretrain_ontology_sampled_100.csv", SAMPLE /
 
 def run(url: str, model: str, qa: Path, out: Path, concurrency: int, images: Path | None = None,
         api_key: str = "EMPTY") -> dict:
-    from data_gen.teacher_endpoint import Endpoint, teach_endpoint
+    from data_gen.teacher_client import Endpoint
+    from data_gen.teacher_endpoint import teach_endpoint
 
     ep = Endpoint(url, model, api_key=api_key, concurrency=concurrency, timeout_s=300, max_tokens=16)
     return teach_endpoint(qa, CSV, ONTOLOGY, out, ep, images_dir=images, progress=False)

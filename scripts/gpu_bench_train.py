@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_bench_cases import (StepProfiler, load_4bit, ours_case, plain_case, qlora_naive_case,  # noqa: E402
+from gpu_bench_timing import StepProfiler  # noqa: E402
+from gpu_bench_cases import (load_4bit, ours_case, plain_case, qlora_naive_case,  # noqa: E402
                              remember_projector, zero2_case)
 from dermvqa.train.kernels import flex_missing, liger_missing  # noqa: E402  (the repository is now on the path)
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dermvqa.cli import app
 from dermvqa.eval.classify import auc
-from dermvqa.quickstart_ham import CLASSES, class_metrics, class_probs
+from dermvqa.quickstarts.ham10000 import CLASSES, class_metrics, class_probs
 from tests.conftest import PAD_PHOTO, REPO, SHARED_DATA
 
 HAM = SHARED_DATA / "ham10000"

@@ -113,9 +113,11 @@ def fit_alert(model, processor, records: list[dict], image_root: Path, labels: d
     return info
 
 
-def fit_on_val_measure_on_test(model_dir: Path, qa_dir: Path, images: Path, sensitivity: float = 0.9) -> dict:
+def fit_on_val_measure_on_test(model_dir: Path, qa_dir: Path, images: Path, sensitivity: float = 0.9,
+                               loaded: tuple | None = None) -> dict:
     """The quickstarts' protocol: set the level on the validation split (written into the model), then measure it
-    on the test split, melanomas apart; {"skipped": why} when no validation image is malignant."""
+    on the test split, melanomas apart; {"skipped": why} when no validation image is malignant. `loaded` is the
+    (model, processor) of model_dir when the caller has it already."""
     from data_gen.records import read_records
     from dermvqa.infer.generate import load_model
     from dermvqa.model.labels import load_labels
@@ -124,7 +126,7 @@ def fit_on_val_measure_on_test(model_dir: Path, qa_dir: Path, images: Path, sens
     held_out = [r for r in records if r["split"] == "val" and r["family"] == "diagnosis"]
     if not any(is_malignant(r, labels) for r in held_out):
         return {"skipped": f"no malignant image among the {len(held_out)} validation images"}
-    model, processor = load_model(model_dir, device="cpu")
+    model, processor = loaded or load_model(model_dir, device="cpu")
     val = fit_alert(model, processor, held_out, images, labels, model_dir, sensitivity, "val")
     test, scores, truth = score_records(model, processor, [r for r in records if r["split"] == "test"], images, labels)
     melanoma = np.array([is_melanoma(r, labels) for r in test], dtype=bool)

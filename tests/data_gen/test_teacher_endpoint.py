@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from data_gen.records import QARecord, read_records, write_parquet
-from data_gen.teacher_endpoint import Endpoint, TeachError, teach_endpoint
+from data_gen.teacher_client import Endpoint, TeachError
+from data_gen.teacher_endpoint import teach_endpoint
 from tests.conftest import ONTOLOGY, SAMPLE_CSV
 from tests.data_gen.conftest import real_rows
 from tests.data_gen.fake_openai import FakeEndpoint, completion, good, good_conversation

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from data_gen.synth import synthesize
-from data_gen.teacher_endpoint import Endpoint, teach_endpoint
+from data_gen.teacher_client import Endpoint
+from data_gen.teacher_endpoint import teach_endpoint
 from tests.conftest import ONTOLOGY, SAMPLE_CSV
 from tests.data_gen.conftest import synth_kwargs
 

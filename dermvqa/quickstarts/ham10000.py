@@ -1,24 +1,25 @@
-"""`dermvqa quickstart --dataset ham10000`: real dermatoscopic pixels, the official DermaMNIST split, on a CPU.
+"""HAM10000 with the official DermaMNIST split: real dermatoscopic pixels on a CPU.
 
 HAM10000 metadata + images -> Derm1M-format import (DermaMNIST split kept) -> QA synthesis -> tiny LLaVA
-trained from scratch (configs/ham10000_cpu.yaml) -> `dermvqa eval` on the 2,005 official test images
-(+ blind control) -> the 7-class figures the MedMNIST table reports, computed here from the model's
-answers: accuracy of the open diagnosis answer mapped to the 7 classes, option-likelihood accuracy
-and one-vs-rest AUC over the 7 class names, balanced accuracy, macro-F1, per-class recall, melanoma
-recall and the benign-called-malignant rate, on the official test split and on its lesion-disjoint
-part (test images whose lesion has no image in train), each with the blind twin.
+(configs/ham10000_cpu.yaml) -> `dermvqa eval` on the 2,005 official test images (+ blind control) -> the
+7-class figures the MedMNIST table reports, computed here from the model's answers: accuracy of the open
+diagnosis answer mapped to the 7 classes, option-likelihood accuracy and one-vs-rest AUC over the 7 class
+names, balanced accuracy, macro-F1, per-class recall, melanoma recall and the benign-called-malignant rate,
+on the official test split and on its lesion-disjoint part (test images whose lesion has no image in
+train), each with the blind twin.
 """
 from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+import typer
 
 from data_gen.importers.ham10000 import DERMAMNIST_LABELS, DX
 from dermvqa.eval.classify import auc
+from dermvqa.quickstarts import REPO, Plugin, Prepared, echo_alert
 
 CLASSES = [DX[code][1] for code in DERMAMNIST_LABELS]            # the names the model is taught, medmnist order
 MALIGNANT = {DX[code][1] for code in ("akiec", "bcc", "mel")}     # HAM10000's malignant / pre-malignant classes
@@ -98,7 +99,7 @@ def class_probs(model, processor, images: list, questions: list[str], names: lis
     return torch.softmax(total, -1).numpy()
 
 
-def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Path, import_csv: Path,
+def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: Path, import_csv: Path,
                        batch_size: int = 64) -> dict:
     """The 7-class figures on the official test split and its lesion-disjoint part, image and blind."""
     from PIL import Image
@@ -106,7 +107,6 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
 
     from data_gen.records import read_records
     from dermvqa.eval.runner import blank_image
-    from dermvqa.infer.generate import load_model
 
     test = [r for r in read_records(qa_dir, split="test") if r["family"] == "diagnosis"]
     gold = [CLASSES.index(r["label"]) for r in test]
@@ -115,7 +115,6 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
         for line in f:
             a = json.loads(line)
             replies[(a["id"], a["blind"])] = a["reply"]
-    model, processor = load_model(model_dir, device="cpu")
     blank = blank_image(processor)
     probs = {False: []}
     for start in tqdm(range(0, len(test), batch_size), desc="7-class option likelihood", unit="batch"):
@@ -140,37 +139,55 @@ def seven_class_report(model_dir: Path, qa_dir: Path, images: Path, eval_dir: Pa
     return report
 
 
-def run_ham(data: Path, out: Path, recipe: Path, seed: int) -> dict:
-    """The whole HAM10000 path; returns (and writes to OUT/ham10000_metrics.json) the summary."""
+def prepare(out: Path, data: Path, seed: int, options: dict) -> Prepared:
+    """Import HAM10000 with the DermaMNIST split, then synthesize diagnosis / yes-no / multiple-choice QA."""
     from data_gen.importers.ham10000 import import_ham10000
     from data_gen.synth import synthesize
-    from dermvqa.eval import run_eval
-    from dermvqa.infer.alert import fit_on_val_measure_on_test
-    from dermvqa.train.recipe import load_recipe
-    from dermvqa.train.trainer import run_training
-    from atomic_files import write_text_atomic
 
-    t0 = time.time()
+    if options["val_fraction"]:
+        raise typer.BadParameter("ham10000 keeps the official DermaMNIST validation split; drop --val-fraction",
+                                 param_hint="--val-fraction")
     images, qa = data / "images", out / "data"
     import_ham10000(data / "HAM10000_metadata.csv", images, qa, split_file=data / "dermamnist_split.csv")
     synthesize(qa / "derm1m.csv", qa / "ontology.json", qa, images_dir=images, seed=seed, overwrite=True,
                families=["diagnosis", "yes_no", "multiple_choice"])
-    t1 = time.time()
-    rec = load_recipe(recipe, [f"data.qa_dir={qa / 'qa'}", f"data.image_root={images}",
-                               f"train.output_dir={out / 'train'}", f"train.seed={seed}"])
-    model_dir = run_training(rec)
-    t2 = time.time()
-    metrics = run_eval(model_dir, f"qa:{qa}:test:root={images}", out / "eval", batch_size=64, blind=True)
-    report = seven_class_report(model_dir, qa / "qa", images, out / "eval", qa / "derm1m.csv")
-    report["malignancy_alert"] = fit_on_val_measure_on_test(model_dir, qa / "qa", images)
-    t3 = time.time()
-    report["families"] = {fam: {run: {"accuracy": s["accuracy"]["value"], "ci": s["accuracy"]["ci"],
+    return Prepared(qa, images, f"qa:{qa}:test:root={images}", {"import_csv": qa / "derm1m.csv"})
+
+
+def report(model, processor, model_dir: Path, prepared: Prepared, out: Path, metrics: dict, alert: dict) -> dict:
+    """The 7-class figures, the closed families' accuracies and the headline of `dermvqa eval`."""
+    result = seven_class_report(model, processor, prepared.qa_dir / "qa", prepared.images, out / "eval",
+                                prepared.extras["import_csv"])
+    result["families"] = {fam: {run: {"accuracy": s["accuracy"]["value"], "ci": s["accuracy"]["ci"],
                                       "n": s["accuracy"]["n"]} for run, s in runs.items()}
                           for fam, runs in metrics["strata"].get("family", {}).items()
                           if all("accuracy" in s for s in runs.values())}  # the closed families
-    report["headline"] = {k: metrics[k] for k in ("closed_accuracy", "open_exact_match", "blind_closed_accuracy",
+    result["headline"] = {k: metrics[k] for k in ("closed_accuracy", "open_exact_match", "blind_closed_accuracy",
                                                   "blind_open_exact_match") if k in metrics}
-    report["seconds"] = {"data": round(t1 - t0), "train": round(t2 - t1), "eval": round(t3 - t2),
-                         "total": round(t3 - t0)}
-    write_text_atomic(out / "ham10000_metrics.json", json.dumps(report, indent=1) + "\n")
-    return report
+    return result
+
+
+def echo(r: dict, out: Path) -> None:
+    """The figures beside the MedMNIST table's."""
+    typer.echo(f"\nDermaMNIST official test split ({r['official_test']['option_likelihood']['n']} images); "
+               f"lesion-disjoint part ({r['lesion_disjoint_test']['option_likelihood']['n']}) in brackets; "
+               "blind control after /")
+    for key, name in (("option_likelihood", "7-class by option likelihood"), ("open_answer", "open answer -> class")):
+        o, d = r["official_test"][key], r["lesion_disjoint_test"][key]
+        b = r["official_test_blind"][key]
+        auc_text = f", AUC {o['auc']:.3f} [{d['auc']:.3f}] / {b['auc']:.3f}" if "auc" in o else ""
+        typer.echo(f"  {name}: accuracy {o['accuracy']:.3f} [{d['accuracy']:.3f}] / {b['accuracy']:.3f}{auc_text}, "
+                   f"balanced accuracy {o['balanced_accuracy']:.3f} [{d['balanced_accuracy']:.3f}], "
+                   f"macro-F1 {o['macro_f1']:.3f}")
+        typer.echo(f"    melanoma recall {o['melanoma_recall']:.3f} [{d['melanoma_recall']:.3f}]; benign called "
+                   f"malignant {o['benign_called_malignant']:.3f} [{d['benign_called_malignant']:.3f}]")
+    for fam, runs in r["families"].items():
+        typer.echo(f"  {fam}: accuracy {runs['image']['accuracy']:.3f} (n {runs['image']['n']})"
+                   + (f" / blind {runs['blind']['accuracy']:.3f}" if "blind" in runs else ""))
+    echo_alert(r["malignancy_alert"], " (the melanoma recall above is the top diagnosis's alone)")
+    typer.echo("  MedMNIST v2 (same test split): ResNet-18 28 px 0.735 / AUC 0.917; ResNet-18 224 px 0.754 / 0.920; "
+               "Google AutoML Vision 0.768 / 0.914; majority class 0.669")
+
+
+PLUGIN = Plugin("ham10000", REPO / "configs" / "ham10000_cpu.yaml", prepare, report, echo,
+                data_file="HAM10000_metadata.csv", data_help="HAM10000_metadata.csv, images/ and dermamnist_split.csv")
