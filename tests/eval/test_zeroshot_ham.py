@@ -135,3 +135,24 @@ def test_dry_run_on_real_ham10000():
     bad = CliRunner().invoke(app, ["eval", "--bench", f"vqarad:{HAM / 'dermamnist_split.csv'}", "--dry-run"])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1
     assert bad.output.startswith(f"error: {HAM / 'dermamnist_split.csv'}: not a VQA-RAD JSON")
+
+
+def test_pad_linear_probe_csv_gets_skin_types_from_the_metadata(tmp_path):
+    meta = SHARED / "pad-ufes-20" / "metadata.csv"
+    with open(meta) as f:
+        fst = {Path(r["img_id"]).stem: r["fitspatrick"] for r in csv.DictReader(f)}
+    bench = load_bench(f"zeroshot:{PAD_LP}:PAD:split=all:skin_types={meta}", strict=False)
+    typed = 0
+    for it in bench.items:
+        value = fst[Path(it.images[0]).stem]
+        assert it.fitzpatrick == (int(float(value)) if value else 0)
+        typed += bool(value)
+    assert bench.info["skin_types"] == f"joined by image stem from {meta}: {typed} of 2298 items have a type"
+    assert 0 < typed < 2298
+    # a CSV with PAD's own column spelling needs no join
+    own = official.write_csv(tmp_path / "own.csv", ["image_path", "label", "fitspatrick"],
+                             [["a.jpg", "BCC", "3.0"], ["b.jpg", "MEL", ""]])
+    assert [it.fitzpatrick for it in load_bench(f"zeroshot:{own}:PAD", strict=False).items] == [3, 0]
+    bad = official.write_csv(tmp_path / "bad.csv", ["img_id", "age"], [["a.png", "40"]])
+    with pytest.raises(BenchError, match=r"skin_types=.*bad\.csv: needs one of the columns img_id"):
+        load_bench(f"zeroshot:{PAD_LP}:PAD:skin_types={bad}")

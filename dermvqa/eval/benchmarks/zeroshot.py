@@ -6,6 +6,11 @@ the linear-probe CSVs add `diag` (PAD's ACK/BCC/MEL/NEV/SCC/SEK, HAM's akiec/bcc
 file (`lists=FILE`), or `classes=FILE` (one name per line, or a JSON list). An integer is only mapped
 through a list the file itself cannot contradict: a `diag` column must name the same class on every row;
 metrics.json records which list was used and whether it was confirmed.
+
+Skin types (for the per-type strata) come from the CSV's own `fitzpatrick`, `fitzpatrick_scale` or
+`fitspatrick` (PAD-UFES-20's spelling) column, else from `skin_types=FILE`: a metadata CSV joined by
+image stem (PAD-UFES-20's metadata.csv: img_id + fitspatrick; Fitzpatrick17k's CSVs: md5hash +
+fitzpatrick_scale); the loader info says how many items got a type.
 """
 from __future__ import annotations
 
@@ -24,6 +29,21 @@ ABBREVIATIONS = {"ack": "actinic keratosis", "bcc": "basal cell carcinoma", "mel
                  "scc": "squamous cell carcinoma", "sek": "seborrheic keratosis", "akiec": "actinic keratosis",
                  "bkl": "benign keratosis", "df": "dermatofibroma", "nv": "nevus", "vasc": "vascular"}
 QUESTION = "Which of the following skin diseases does this image show? {options}"
+SKIN_TYPE_COLUMNS = ("fitzpatrick", "fitzpatrick_scale", "fitspatrick")
+ID_COLUMNS = ("img_id", "md5hash", "image_id", "image_path", "image")
+
+
+def skin_types_file(path: Path) -> dict[str, int]:
+    """Image stem -> skin type (0 unknown) from a metadata CSV with an id column and a skin-type column."""
+    rows = read_csv(path, "zeroshot", set())
+    header = rows[0] if rows else {}
+    id_col = next((c for c in ID_COLUMNS if c in header), None)
+    type_col = next((c for c in SKIN_TYPE_COLUMNS if c in header), None)
+    if id_col is None or type_col is None:
+        raise BenchError(f"skin_types={path}: needs one of the columns {', '.join(ID_COLUMNS)} and one of "
+                         f"{', '.join(SKIN_TYPE_COLUMNS)}; has {list(header)}")
+    return {Path(r[id_col].strip()).stem: fitzpatrick(r[type_col], f"skin_types={path}: line {line}")
+            for line, r in enumerate(rows, start=2)}
 
 
 def label_list(name: str, lists_path: Path | None = None) -> list[str]:
@@ -73,6 +93,8 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     find = ImageFinder(roots)
     question = QUESTION.format(options=format_options(labels))
     family = f"zeroshot_{(args[0] if args else 'classes').lower()}"
+    type_col = next((c for c in SKIN_TYPE_COLUMNS if rows and c in rows[0]), None)
+    joined = skin_types_file(Path(opts["skin_types"])) if opts.get("skin_types") and type_col is None else None
     items, integer_rows, confirmed_rows = [], 0, 0
     for line, row in enumerate(rows, start=2):
         where = f"{path}: line {line}"
@@ -100,7 +122,8 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
             id=row.get("id") or f"{family}-{line}", images=[find(row[image_col])], question=question,
             references=[labels[gold]], answer_type=CLOSED, options=labels, answer_index=gold, label=labels[gold],
             family=family, split=(row.get("split") or "").strip(),
-            fitzpatrick=fitzpatrick(row.get("fitzpatrick", row.get("fitzpatrick_scale")), where)))
+            fitzpatrick=fitzpatrick(row[type_col], where) if type_col else
+            (joined or {}).get(Path(row[image_col].strip()).stem, 0)))
     if not integer_rows:
         check = "labels are class names"
     elif confirmed_rows == len(rows):
@@ -110,4 +133,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
                  f"{list_name}, as DermLIP's zero-shot benchmark does")
     info = {"class_list": f"{list_name} ({len(labels)} classes: {', '.join(labels[:8])}"
                           f"{', …' if len(labels) > 8 else ''})", "label_check": check}
+    if type_col or joined is not None:
+        info["skin_types"] = (f"column {type_col}" if type_col else f"joined by image stem from {opts['skin_types']}") \
+            + f": {sum(1 for it in items if it.fitzpatrick)} of {len(items)} items have a type"
     return Loaded(items, info=info, roots=roots, default_split="test" if "split" in (rows[0] if rows else {}) else None)
