@@ -15,7 +15,8 @@ import pandas as pd
 
 COLUMNS = ("filename", "caption", "truncated_caption", "source", "source_type", "disease_label",
            "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender")
-OPTIONAL_COLUMNS = ("fitzpatrick", "split")
+OPTIONAL_COLUMNS = ("fitzpatrick", "split", "three_partition_label")
+THREE_PARTITION = ("malignant", "benign", "non-neoplastic")
 _SPLIT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 # Values Derm1M writes where a field is unknown (compared lower-cased and stripped).
@@ -44,6 +45,7 @@ class Row:
     gender: str | None = None
     fitzpatrick: int = 0        # 1-6, 0 unknown
     split: str = ""             # a split the CSV gives (an imported dataset's own), "" = assign one
+    three_partition: str = ""   # malignant / benign / non-neoplastic where the dataset states it (Fitzpatrick17k)
     problem: str = ""           # why the row cannot be used at all ("" = readable)
     detail: str = ""            # the offending value(s), for the rejection report
 
@@ -118,6 +120,11 @@ def _parse(index: int, v: dict[str, str], has_fitz: bool, has_split: bool = Fals
             row.problem, row.detail = "fitzpatrick not in 1-6", repr(v["fitzpatrick"])
     elif (m := _FST_IN_CAPTION.search(caption)) is not None:
         row.fitzpatrick = int(m.group(1))  # "with FST2 skin tone" in the public-dataset captions
+    if (partition := v.get("three_partition_label", "").strip().lower()) and not row.problem:
+        if partition in THREE_PARTITION:
+            row.three_partition = partition
+        else:
+            row.problem, row.detail = "three_partition_label not malignant, benign or non-neoplastic", repr(partition)
     if has_split and (split := v["split"].strip()):
         if _SPLIT_NAME.fullmatch(split):
             row.split = split

@@ -1,9 +1,9 @@
 """QA families: one module each, with its question paraphrases and a `build(ctx) -> list[QARecord]`."""
 from data_gen.families import (age_sex, body_location, caption, caption_report, category, diagnosis, morphology,
-                               multiple_choice, symptoms, yes_no)
+                               multiple_choice, neoplasm, symptoms, yes_no)
 from data_gen.gates import words
 
-FAMILIES = {m.NAME: m for m in (diagnosis, yes_no, multiple_choice, morphology, category, body_location,
+FAMILIES = {m.NAME: m for m in (diagnosis, yes_no, multiple_choice, morphology, category, neoplasm, body_location,
                                 symptoms, age_sex, caption_report, caption)}
 # Families whose answers are the caption's own (filtered) text: exempt from the caption-only-word gate.
 CAPTION_TEXT = {name for name, m in FAMILIES.items() if getattr(m, "CAPTION_TEXT", False)}

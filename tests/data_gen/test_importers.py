@@ -323,3 +323,27 @@ def test_pad_ufes_20_real_files_match_by_stem_and_split_by_patient(tmp_path):
                                lambda r: str(int(float(r["fitspatrick"]))) if r["fitspatrick"] else "unknown")
     assert report["fitzpatrick_by_split"] == per_type
     assert report["split_source"].startswith("by group id")
+
+
+def test_imported_f17k_gives_the_three_way_neoplasm_family(tmp_path, ontology):
+    meta = read_csv(AJL)
+    rows = [r for label in sorted({r["label"] for r in meta}) for r in [m for m in meta if m["label"] == label][:2]]
+    import_fitzpatrick17k(write(tmp_path / "ajl.csv", rows), AJL.parent / "images", tmp_path / "imp", ontology)
+    report = synthesize(tmp_path / "imp" / "derm1m.csv", tmp_path / "imp" / "ontology.json", tmp_path / "qa",
+                        images_dir=AJL.parent / "images", families=["neoplasm", "diagnosis"],
+                        **synth_kwargs(tree_path=None))
+    assert report["rows"]["accepted"] == len(rows) == 42, report["rejections"]
+    by_image = {f"{r['md5hash']}.jpg": r for r in rows}
+    records = [r for r in read_records(tmp_path / "qa" / "qa") if r["family"] == "neoplasm"]
+    assert len(records) == len(rows)
+    for rec in records:
+        src = by_image[rec["image"]]
+        assert rec["label"] == rec["options"][rec["answer_index"]] == src["three_partition_label"]
+        assert sorted(rec["options"]) == ["benign", "malignant", "non-neoplastic"]
+        assert rec["answer"].endswith(f"Answer: {src['three_partition_label']}.")
+        assert rec["fitzpatrick"] == max(int(src["fitzpatrick_scale"]), 0) and rec["split"] == src["ajl_split"]
+    assert len({r["answer_index"] for r in records}) == 3
+    bad = read_csv(tmp_path / "imp" / "derm1m.csv")
+    bad[0]["three_partition_label"] = "premalignant"
+    parsed = list(iter_rows(write(tmp_path / "bad.csv", bad)))
+    assert parsed[0].problem.startswith("three_partition_label not malignant") and not parsed[1].problem
