@@ -1,16 +1,26 @@
 """openai:MODEL@URL against a fault-injecting fake server: every item answered or counted under its reason,
-cached answers never asked again, the API key in no file."""
+cached answers never asked again (also after kill -9 of `dermvqa eval`), the API key in no file; and against
+`dermvqa serve api`, the same answers and metrics as the llava: run."""
 import base64
+import hashlib
 import io
+import json
 import os
 import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 from PIL import Image
 
 from dermvqa.eval.adapters.base import FAILURES
 from dermvqa.eval.adapters.openai_chat import EndpointError, OpenAIChatAdapter, parse_spec
+from tests.conftest import REPO
 from tests.eval.fake_vlm_server import FakeVLMServer, echo
+from tests.train.tiny_run import CLI, child_env
 
 RETRIED = {"429", "500", "timeout", "malformed"}
 FINAL_REASON = {"429": "error_http", "500": "error_http", "timeout": "error_timeout", "malformed": "error_malformed",
@@ -139,3 +149,83 @@ def test_bad_spec_is_one_clear_error(spec):
 def test_spec_parts():
     assert parse_spec("openai:Qwen/Qwen2.5-VL-7B-Instruct@http://127.0.0.1:8000/v1/") == (
         "Qwen/Qwen2.5-VL-7B-Instruct", "http://127.0.0.1:8000/v1")
+
+
+def pixel_sha256(data_url: str) -> str:
+    """The cache's image key, computed here from the PNG the server received."""
+    im = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB")
+    return hashlib.sha256(f"{im.width}x{im.height}:".encode() + im.tobytes()).hexdigest()
+
+
+def cached_requests(out) -> set[tuple[str, str]]:
+    if not (out / "cache.sqlite").exists():
+        return set()
+    db = sqlite3.connect(f"file:{out / 'cache.sqlite'}?mode=ro", uri=True)
+    try:
+        return set(db.execute("SELECT prompt, image_sha256 FROM answers").fetchall())
+    except sqlite3.OperationalError:  # the table is not there yet
+        return set()
+    finally:
+        db.close()
+
+
+def test_kill_9_mid_run_then_rerun_sends_no_cached_request_again(qa_world, tmp_path):
+    key = "sk-kill-" + secrets.token_hex(12)
+    out = tmp_path / "run"
+    env = {**child_env(), "DERMVQA_KILL_KEY": key}
+    with FakeVLMServer(api_key=key, delay_s=0.15) as server:
+        args = ["eval", "--model", f"openai:slow-model@{server.url}", "--bench", f"qa:{qa_world}", "--out", str(out),
+                "--batch-size", "64", "--concurrency", "2", "--api-key-env", "DERMVQA_KILL_KEY"]
+        proc = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while len(cached_requests(out)) < 4:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no answers cached within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        cached = cached_requests(out)
+        assert not (out / "answers.jsonl").exists() or not (out / "answers.jsonl").read_text().strip()
+        sent_before = server.count()
+        rerun = subprocess.run([sys.executable, "-c", CLI, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        again = [(r["prompt"], pixel_sha256(r["image_url"])) for r in server.requests[sent_before:]]
+    assert len(cached) >= 4 and again
+    assert not cached & set(again)  # 0 cached requests sent again
+    assert len(again) == len(set(again))  # identical requests (blind twins) are sent once
+    answered = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answered) == 2 * 36 and all("failure" not in r for r in answered)
+    assert {(r["id"], r["blind"]) for r in answered} == {(f"{f}{i}", b) for f in ("yn", "mc", "dx") for i in range(12)
+                                                         for b in (False, True)}
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert key.encode() not in p.read_bytes(), p
+
+
+def test_served_api_gives_the_llava_runs_answers_and_metrics(chatty_model_dir, qa_world, tmp_path, monkeypatch):
+    from dermvqa.eval.adapters.llava import blank_image
+    from dermvqa.eval.runner import run_eval
+    from dermvqa.infer.generate import load_model
+    from dermvqa.serve.api import ServerThread, create_app
+
+    direct = run_eval(f"llava:{chatty_model_dir}", f"qa:{qa_world}", tmp_path / "llava", max_new_tokens=8,
+                      n_boot=200, plots=False)
+    model, processor = load_model(chatty_model_dir, device="cpu")
+    blank = blank_image(processor)
+    monkeypatch.setattr(OpenAIChatAdapter, "blank_image", lambda self: blank)  # the same blind image as llava:
+    with ServerThread(create_app(model, processor, "chatty")) as server:
+        served = run_eval(f"openai:chatty@{server.url}/v1", f"qa:{qa_world}", tmp_path / "openai", max_new_tokens=8,
+                          n_boot=200, plots=False, adapter_options={"concurrency": 4})
+    replies = {}
+    for run in ("llava", "openai"):
+        rows = [json.loads(line) for line in (tmp_path / run / "answers.jsonl").read_text().splitlines()]
+        replies[run] = {(r["id"], r["blind"]): r["reply"] for r in rows}
+    assert len(replies["llava"]) == 72 and replies["openai"] == replies["llava"]
+    assert len(set(replies["llava"].values())) > 10  # varied replies, so equality means something
+    assert served["manifest"]["adapter"]["served_model"] == "chatty"
+    for m in (direct, served):
+        for k in ("settings", "manifest"):
+            m.pop(k)
+    assert served == direct

@@ -35,7 +35,7 @@ PROMPT_FORMAT = "one user message: image_url part (base64 PNG data URL), then th
 NO_KEY = "EMPTY"  # sent when no --api-key-env is given (local servers ignore it)
 
 
-class EndpointError(RuntimeError):
+class EndpointError(ValueError):
     """The endpoint refuses every request (wrong key, model or URL): stop instead of failing each row."""
 
 
@@ -185,12 +185,14 @@ class OpenAIChatAdapter(ModelAdapter):
     def generate(self, images: list[Image.Image], questions: list[str], max_new_tokens: int) -> list[dict]:
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        jobs = []
+        jobs, order = {}, []
         for image, question in zip(images, questions):
             url, digest = image_payload(image)
-            content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
-            jobs.append(self.pool.submit(self.endpoint.ask, content, question, digest, max_new_tokens))
-        return [job.result() for job in jobs]
+            if (question, digest) not in jobs:  # identical requests (blind twins) are sent once
+                content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]
+                jobs[question, digest] = self.pool.submit(self.endpoint.ask, content, question, digest, max_new_tokens)
+            order.append((question, digest))
+        return [dict(jobs[k].result()) for k in order]
 
     def manifest(self) -> dict:
         return {"kind": self.kind, "spec": self.spec, "endpoint": self.endpoint.url,
