@@ -227,7 +227,8 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
             say(f"preflight: {too_long} of the longest conversations exceed data.max_length={data['max_length']} "
                 f"and will be skipped (listed in {out / SKIPPED} as they come up)")
         if stage0_runs:
-            options = {k: stage0[k] for k in ("augment", "balance", "schedule", "label_smoothing") if k in stage0}
+            options = {k: stage0[k] for k in ("augment", "balance", "skin_type_balance", "schedule", "label_smoothing")
+                       if k in stage0}
             losses = pretrain_tower(model, processor, label_rows(records, "diagnosis"), data["image_root"],
                                     stage0["steps"], float(stage0["lr"]), stage0.get("batch_size", 32), tr["seed"],
                                     **options)
