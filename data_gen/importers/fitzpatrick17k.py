@@ -5,7 +5,8 @@ skin-type labels for fairness strata. Two raters: `fitzpatrick_scale` is the pri
 `fitzpatrick` column and QARecord.fitzpatrick); `fitzpatrick_centaur` is kept beside it in the CSV.
 `three_partition_label` (malignant / benign / non-neoplastic) is written too, the 3-way target of the
 `neoplasm` QA family. The labels are resolved against the Derm1M ontology (so `--ontology` is
-required), with `three_partition_label` deciding between the benign and malignant copies of a node.
+required), with `three_partition_label` deciding between the benign and malignant copies of a node (a
+non-neoplastic label found under both, keloid, takes the benign copy).
 ALIASES below maps the labels whose F17K spelling the ontology lacks onto the node they name (a
 subtype onto its parent where the ontology has no subtype node; dermatomyositis onto the ontology's
 "Autoimmune dermatitis" leaf; mycosis fungoides onto "Cutaneous T-cell lymphoma", since Derm1M files
@@ -72,6 +73,8 @@ def _resolve(ontology: Ontology, label: str, partition: str) -> tuple[tuple[str,
     """(ontology path, disease_label to write) for an F17K label, or (None, why) when it has no node."""
     name = ALIASES.get(label.lower(), label)
     res = ontology.resolve(name, partition)
+    if not partition and res.problem.startswith("ambiguous benign/malignant"):
+        res = ontology.resolve(name, "benign")  # a non-neoplastic growth (keloid): not its malignant copy
     if res.problem or len(res.paths) != 1:
         return None, res.problem or "several diagnoses"
     if ontology.is_grouping(res.paths[0]):

@@ -297,6 +297,9 @@ def test_fitzpatrick17k_ajl_subset_real_files(tmp_path, ontology):
     parsed = list(iter_rows(tmp_path / "derm1m.csv"))
     assert Counter(p.fitzpatrick for p in parsed) == Counter(max(int(r["fitzpatrick_scale"]), 0) for r in expected)
     assert sum(p.split == "test" for p in parsed) == sum(r["ajl_split"] == "test" for r in expected)
+    # without the nested tree the labels resolve the same (keloid, non-neoplastic, takes the benign copy)
+    import_fitzpatrick17k(AJL, AJL.parent / "images", tmp_path / "flat", Ontology.load(ONTOLOGY), val_fraction=0.1)
+    assert (tmp_path / "flat" / "derm1m.csv").read_bytes() == (tmp_path / "derm1m.csv").read_bytes()
 
 
 def test_pad_ufes_20_real_files_match_by_stem_and_split_by_patient(tmp_path):
