@@ -60,6 +60,19 @@ def export_llava(qa: Path = typer.Option(..., help="folder with QA parquet shard
     typer.echo(f"wrote {n} conversations to {out}")
 
 
+@data_app.command("export-preference")
+def export_preference(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g. OUT/qa)"),
+                      out: Path = typer.Option(..., help="JSON-lines file of preference pairs (TRL format); "
+                                                         "the counts go to <name>.report.json beside it")):
+    """Preference pairs (prompt / chosen / rejected + image) from the train split for stage-3 DPO."""
+    from data_gen.preference import export_preference as run_export, report_path
+
+    report = run_export(qa, out)
+    typer.echo(f"wrote {report['pairs']} preference pairs from {report['train_records']} train records to {out} "
+               f"(by rule {report['by_rule']}; {sum(report['skipped'].values())} records made none, reasons in "
+               f"{report_path(out)})")
+
+
 @data_app.command("teach")
 def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g. OUT/qa)"),
           csv: Path = typer.Option(..., help="the CSV the records came from (captions = hidden context)"),
