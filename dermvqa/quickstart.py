@@ -17,12 +17,13 @@ from dermvqa.quickstarts import Plugin
 
 
 def plugins() -> dict[str, Plugin]:
-    from dermvqa.quickstarts import ham10000, synthetic
+    from dermvqa.quickstarts import fitzpatrick17k, ham10000, synthetic
 
-    return {p.name: p for p in (synthetic.PLUGIN, ham10000.PLUGIN)}
+    return {p.name: p for p in (synthetic.PLUGIN, ham10000.PLUGIN, fitzpatrick17k.PLUGIN)}
 
 
-def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: Path | None, options: dict) -> dict:
+def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: Path | None, options: dict,
+                   overrides: list[str] = ()) -> dict:
     """Run one plug-in's quickstart; returns (and writes to OUT/<name>_metrics.json) its report."""
     from atomic_files import write_text_atomic
     from data_gen.records import open_records
@@ -38,7 +39,8 @@ def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: P
     t1 = time.time()
     rec = load_recipe(recipe or plugin.recipe, [f"data.qa_dir={prepared.qa_dir / 'qa'}",
                                                 f"data.image_root={prepared.images}",
-                                                f"train.output_dir={out / 'train'}", f"train.seed={seed}"])
+                                                f"train.output_dir={out / 'train'}", f"train.seed={seed}",
+                                                *overrides])
     model_dir = run_training(rec)
     t2 = time.time()
     model, processor = load_model(model_dir, device="cpu")
@@ -58,22 +60,28 @@ def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: P
 
 
 def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output folder"),
-               dataset: str = typer.Option("synthetic", help="synthetic (embedded, no download) or ham10000"),
+               dataset: str = typer.Option("synthetic", help="synthetic (embedded, no download), ham10000 or "
+                                                             "fitzpatrick17k"),
                data: Path = typer.Option(None, exists=True, file_okay=False,
                                          help="ham10000: folder with HAM10000_metadata.csv, images/, "
-                                              "dermamnist_split.csv"),
+                                              "dermamnist_split.csv; fitzpatrick17k: folder with ajl_subset.csv "
+                                              "and images/"),
                images: int = typer.Option(1600, help="number of synthetic lesion images"),
                seed: int = typer.Option(0, help="seed for the world, the QA and training"),
                recipe: Path = typer.Option(None, exists=True, dir_okay=False,
-                                           help="training recipe YAML (default: the dataset's, "
-                                                "configs/tiny_cpu.yaml or configs/ham10000_cpu.yaml)"),
+                                           help="training recipe YAML (default: the dataset's, configs/tiny_cpu.yaml, "
+                                                "configs/ham10000_cpu.yaml or configs/fitzpatrick17k_cpu.yaml)"),
+               overrides: list[str] = typer.Option([], "--set", help="recipe override KEY=VALUE on a dotted key, "
+                                                   "repeatable, e.g. tune.tower_pretrain.skin_type_balance=1"),
                ontology: Path = typer.Option(None, exists=True, dir_okay=False,
-                                             help="synthetic: ontology.json (default: the world's Derm1M subset)"),
+                                             help="synthetic: ontology.json (default: the world's Derm1M subset); "
+                                                  "fitzpatrick17k: Derm1M's ontology.json (required)"),
                families: str = typer.Option("diagnosis,yes_no,multiple_choice,morphology",
                                             help="synthetic: QA families to synthesize, comma-separated"),
-               val_fraction: float = typer.Option(0.0, help="synthetic: share of images in a validation split "
-                                                            "(taken from train) on which to set a malignancy "
-                                                            "referral level, e.g. 0.1")):
+               val_fraction: float = typer.Option(0.0, help="share of images in a validation split (taken from "
+                                                            "train) on which to set a malignancy referral level, "
+                                                            "e.g. 0.1 (synthetic: none by default; fitzpatrick17k: "
+                                                            "0.1 by default; ham10000 has its official one)")):
     """Build the synthetic world (or import a real dataset), synthesize QA, train a tiny LLaVA, evaluate it."""
     known = plugins()
     if dataset not in known:
@@ -84,7 +92,7 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="output fo
                                  param_hint="--data")
     report = run_quickstart(dataset, out, data, seed, recipe, {"images": images, "ontology": ontology,
                                                                "families": families.split(","),
-                                                               "val_fraction": val_fraction})
+                                                               "val_fraction": val_fraction}, overrides)
     plugin.echo(report, out)
     s = report["seconds"]
     typer.echo(f"Time: data {s['data']}s, training {s['train']}s, evaluation {s['eval']}s, total {s['total']}s. "
