@@ -1,4 +1,5 @@
-"""PNG plots from metrics.json's tree: per-stratum bars with intervals, reliability diagram, confusion matrices."""
+"""PNG plots from metrics.json's tree (per-stratum bars with intervals, reliability diagram, confusion matrices)
+and compare's forest plot of differences from the baseline."""
 from __future__ import annotations
 
 import os
@@ -95,3 +96,31 @@ def plot_confusions(out: Path, confusions: dict) -> list[tuple[str, str]]:
         _save(fig, out / name)
         written.append((name, f"confusion matrix, {fam}"))
     return written
+
+
+def _forest_row(p: dict) -> tuple[str, str]:
+    return ("overall" if p["dimension"] == "overall" else f"{p['dimension']}={p['stratum']}", p["run"])
+
+
+def plot_forest(path: Path, paired: list[dict], baseline: str) -> str:
+    """`compare`'s forest plot: each run's difference from the baseline with its 95 % interval, one panel per
+    metric, one row per (stratum, run); returns the file name."""
+    plt = _plt()
+    metrics = list(dict.fromkeys(p["metric"] for p in paired))
+    labels = list(dict.fromkeys(_forest_row(p) for p in paired))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 3, 0.28 * len(labels) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        rows = [p for p in paired if p["metric"] == m]
+        ys = [labels.index(_forest_row(p)) for p in rows]
+        diffs = [p["diff"] for p in rows]
+        err = [[p["diff"] - p["ci"][0] for p in rows], [p["ci"][1] - p["diff"] for p in rows]]
+        ax.errorbar(diffs, ys, xerr=err, fmt="o", color="#4c72b0", ecolor="#4c72b0", capsize=2, markersize=3)
+        ax.axvline(0, color="gray", linestyle="--", linewidth=1)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("run − baseline", fontsize=8)
+    axes[0, 0].set_yticks(range(len(labels)), [f"{s} · {r}" for s, r in labels], fontsize=7)
+    axes[0, 0].invert_yaxis()
+    fig.suptitle(f"difference from {baseline} (95% paired bootstrap interval)", fontsize=9)
+    _save(fig, path)
+    return path.name
