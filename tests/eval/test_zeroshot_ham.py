@@ -149,6 +149,14 @@ def test_pad_linear_probe_csv_gets_skin_types_from_the_metadata(tmp_path):
         typed += bool(value)
     assert bench.info["skin_types"] == f"joined by image stem from {meta}: {typed} of 2298 items have a type"
     assert 0 < typed < 2298
+    # PAD-LP.csv names .png files; the converted copy in ../shared holds .jpg: found by stem
+    images = SHARED / "pad-ufes-20" / "images"
+    here = {f.stem for f in images.iterdir()}
+    test = load_bench(f"zeroshot:{PAD_LP}:PAD:root={images}")
+    present, _ = check_images(test.items)
+    assert len(present) == sum(Path(it.images[0]).stem in here for it in test.items) > 100
+    assert all(it.images[0].suffix == ".jpg" for it in present)
+    assert test.info["images_found_by_stem"].startswith("733 ")
     # a CSV with PAD's own column spelling needs no join
     own = official.write_csv(tmp_path / "own.csv", ["image_path", "label", "fitspatrick"],
                              [["a.jpg", "BCC", "3.0"], ["b.jpg", "MEL", ""]])

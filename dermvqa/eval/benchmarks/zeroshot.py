@@ -10,7 +10,9 @@ metrics.json records which list was used and whether it was confirmed.
 Skin types (for the per-type strata) come from the CSV's own `fitzpatrick`, `fitzpatrick_scale` or
 `fitspatrick` (PAD-UFES-20's spelling) column, else from `skin_types=FILE`: a metadata CSV joined by
 image stem (PAD-UFES-20's metadata.csv: img_id + fitspatrick; Fitzpatrick17k's CSVs: md5hash +
-fitzpatrick_scale); the loader info says how many items got a type.
+fitzpatrick_scale); the loader info says how many items got a type. An image the CSV names that is not
+there is looked for by stem directly under the image roots, whatever its extension (PAD-LP.csv names
+`.png`, a converted copy holds `.jpg`); the loader info counts those.
 """
 from __future__ import annotations
 
@@ -31,6 +33,16 @@ ABBREVIATIONS = {"ack": "actinic keratosis", "bcc": "basal cell carcinoma", "mel
 QUESTION = "Which of the following skin diseases does this image show? {options}"
 SKIN_TYPE_COLUMNS = ("fitzpatrick", "fitzpatrick_scale", "fitspatrick")
 ID_COLUMNS = ("img_id", "md5hash", "image_id", "image_path", "image")
+
+
+def _by_stem(roots: list[Path]) -> dict[str, Path]:
+    """stem -> file, for the files directly under each root (the first root wins a shared stem)."""
+    out: dict[str, Path] = {}
+    for root in roots:
+        for f in sorted(root.iterdir()):
+            if f.is_file():
+                out.setdefault(f.stem, f)
+    return out
 
 
 def skin_types_file(path: Path) -> dict[str, int]:
@@ -90,7 +102,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
         raise BenchError(f"{path}: no image_path (or image) column; has {list(rows[0])}")
     lookup = {lab.strip().lower(): i for i, lab in enumerate(labels)}
     roots = image_roots(opts, path, ["images"])
-    find = ImageFinder(roots)
+    find, stems, restemmed = ImageFinder(roots), None, 0
     question = QUESTION.format(options=format_options(labels))
     family = f"zeroshot_{(args[0] if args else 'classes').lower()}"
     type_col = next((c for c in SKIN_TYPE_COLUMNS if rows and c in rows[0]), None)
@@ -98,6 +110,11 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
     items, integer_rows, confirmed_rows = [], 0, 0
     for line, row in enumerate(rows, start=2):
         where = f"{path}: line {line}"
+        image = find(row[image_col])
+        if not image.is_file():
+            stems = _by_stem(roots) if stems is None else stems
+            other = stems.get(Path(row[image_col].strip()).stem)
+            image, restemmed = (other, restemmed + 1) if other else (image, restemmed)
         raw = (row["label"] or "").strip()
         if not (row[image_col] or "").strip() or not raw:
             raise BenchError(f"{where}: empty {image_col} or label")
@@ -119,7 +136,7 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
                                  f"pass classes=FILE in the file's order")
             confirmed_rows += 1
         items.append(EvalItem(
-            id=row.get("id") or f"{family}-{line}", images=[find(row[image_col])], question=question,
+            id=row.get("id") or f"{family}-{line}", images=[image], question=question,
             references=[labels[gold]], answer_type=CLOSED, options=labels, answer_index=gold, label=labels[gold],
             family=family, split=(row.get("split") or "").strip(),
             fitzpatrick=fitzpatrick(row[type_col], where) if type_col else
@@ -133,6 +150,8 @@ def load(path: Path, args: list[str], opts: dict) -> Loaded:
                  f"{list_name}, as DermLIP's zero-shot benchmark does")
     info = {"class_list": f"{list_name} ({len(labels)} classes: {', '.join(labels[:8])}"
                           f"{', …' if len(labels) > 8 else ''})", "label_check": check}
+    if restemmed:
+        info["images_found_by_stem"] = f"{restemmed} (named with another extension in {path.name})"
     if type_col or joined is not None:
         info["skin_types"] = (f"column {type_col}" if type_col else f"joined by image stem from {opts['skin_types']}") \
             + f": {sum(1 for it in items if it.fitzpatrick)} of {len(items)} items have a type"
