@@ -13,7 +13,10 @@ def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YA
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
 
-    final = run_training(load_recipe(config, ctx.args), resume=resume)
+    recipe = load_recipe(config, ctx.args)
+    if recipe.get("train", {}).get("stage") == "dpo":  # stage 3: preference tuning (dermvqa/train/dpo.py)
+        from dermvqa.train.dpo import run_dpo as run_training
+    final = run_training(recipe, resume=resume)
     leave_process_group()
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"model saved to {final}")

@@ -163,13 +163,13 @@ class RecipeTrainer(Trainer):
         return super().create_optimizer()
 
 
-def training_arguments(recipe: dict, out: Path) -> TrainingArguments:
+def training_arguments(recipe: dict, out: Path, cls=TrainingArguments, **extra) -> TrainingArguments:
     tr, gpu = recipe["train"], torch.cuda.is_available()
     if tr["deepspeed"]:
         from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build
         single_process_env()
         skip_cpu_shm_build()
-    return TrainingArguments(
+    return cls(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
         gradient_accumulation_steps=tr["grad_accum"], learning_rate=float(tr["lr"]),
         weight_decay=tr["weight_decay"], warmup_steps=float(tr["warmup_ratio"]), lr_scheduler_type=tr["scheduler"],
@@ -178,7 +178,7 @@ def training_arguments(recipe: dict, out: Path) -> TrainingArguments:
         save_total_limit=tr["save_total_limit"], seed=tr["seed"], report_to=tr["report_to"],
         remove_unused_columns=False, dataloader_num_workers=tr["workers"], use_cpu=not gpu,
         bf16=bool(tr["bf16"]) and gpu, max_grad_norm=tr["max_grad_norm"], disable_tqdm=False,
-        optim="adamw_torch_fused" if gpu else "adamw_torch", deepspeed=tr["deepspeed"] or None,
+        optim="adamw_torch_fused" if gpu else "adamw_torch", deepspeed=tr["deepspeed"] or None, **extra,
     )
 
 

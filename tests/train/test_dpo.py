@@ -1,0 +1,116 @@
+"""Stage-3 DPO with TRL: the loss equals a hand computation from policy and reference log-probabilities, and the
+trained adapter exports to a folder plain transformers loads and that answers as dermvqa does."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from data_gen.synthetic_world import CONDITIONS, render
+from dermvqa.train.dpo import build_trainer, run_dpo
+from dermvqa.train.recipe import load_recipe
+from tests.conftest import REPO
+
+QUESTION = "What is the most likely diagnosis?"
+
+
+@pytest.fixture(scope="module")
+def pairs_world(tmp_path_factory):
+    """Six images of three conditions, each with one pair: its own name chosen, the next condition's rejected."""
+    root = tmp_path_factory.mktemp("dpo_world")
+    (root / "images").mkdir()
+    lines = []
+    for i in range(6):
+        c, other = CONDITIONS[i % 3], CONDITIONS[(i + 1) % 3]
+        render(c, 3, 32, seed=i).save(root / "images" / f"{i}.png")
+        lines.append({"id": f"p{i}", "image": f"{i}.png", "rule": "ontology_cousin",
+                      "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
+                      "chosen": [{"role": "assistant", "content": c.label}],
+                      "rejected": [{"role": "assistant", "content": other.label}]})
+    (root / "pairs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
+def dpo_recipe(world, model_dir, out, *extra):
+    return load_recipe(REPO / "configs" / "tiny_cpu_dpo.yaml", [
+        f"model.path={model_dir}", f"data.pairs={world / 'pairs.jsonl'}", f"data.image_root={world / 'images'}",
+        f"train.output_dir={out}", "train.batch_size=2", "train.logging_steps=1", "train.save_steps=1000", *extra])
+
+
+def sequence_logp(model, processor, image, answer):
+    """log p(answer + end of turn | image, question), from the prompt length the processor gives on its own."""
+    user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    full = processor.apply_chat_template(user + [{"role": "assistant", "content": answer}], tokenize=False)
+    p_ids = processor(images=image, text=prompt, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    batch = processor(images=image, text=full, add_special_tokens=False, return_tensors="pt")
+    ids = batch["input_ids"][0]
+    assert torch.equal(ids[:len(p_ids)], p_ids)
+    logits = model(**batch).logits[0].float()
+    logp = F.log_softmax(logits[:-1], dim=-1).gather(1, ids[1:, None])[:, 0]
+    return logp[len(p_ids) - 1:].sum(), len(ids) - len(p_ids)
+
+
+def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path):
+    trainer, counts = build_trainer(dpo_recipe(pairs_world, tiny_model_dir, tmp_path / "run"))
+    assert counts["pairs_used"] == 6 and counts["pairs_skipped"]["count"] == 0
+    model = trainer.model
+    torch.manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at zero (policy == reference); move the policy away from it
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    model.eval()
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    batch = trainer.data_collator(rows)
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+    processor = trainer.processing_class
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert not (batch["completion_mask"].bool() & (batch["input_ids"] == image_id)).any()
+    answers = {json.loads(x)["id"]: json.loads(x) for x in (pairs_world / "pairs.jsonl").read_text().splitlines()}
+    margins = []
+    with torch.no_grad():
+        for k, row in enumerate(rows):
+            pair = answers[row["id"]]
+            image = Image.open(pairs_world / "images" / pair["image"]).convert("RGB")
+            (pc, nc), (pr, nr) = (sequence_logp(model, processor, image, pair[s][0]["content"])
+                                  for s in ("chosen", "rejected"))
+            assert batch["completion_mask"][k].sum() == nc and batch["completion_mask"][2 + k].sum() == nr
+            with model.disable_adapter():  # the reference policy: the same weights without the adapter
+                (rc, _), (rr, _) = (sequence_logp(model, processor, image, pair[s][0]["content"])
+                                    for s in ("chosen", "rejected"))
+            margins.append((pc - rc) - (pr - rr))
+    expected = torch.stack([-F.logsigmoid(0.1 * m) for m in margins]).mean()
+    assert abs(expected.item() - torch.log(torch.tensor(2.0)).item()) > 1e-3  # the policy really differs
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_trained_adapter_exports_to_plain_llava_that_answers_as_dermvqa(pairs_world, tiny_model_dir, tmp_path):
+    from dermvqa.infer.generate import answer_batch, load_model
+    from dermvqa.train.export import export
+
+    out = tmp_path / "run"
+    final = run_dpo(dpo_recipe(pairs_world, tiny_model_dir, out, "train.max_steps=3", "train.lr=0.05"))
+    log = json.loads((out / "train_log.json").read_text())
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]
+    assert (final / "adapter_config.json").is_file() and not list(final.glob("*.bin"))
+    exported = export(final, tmp_path / "export")
+    model = LlavaForConditionalGeneration.from_pretrained(exported).eval()
+    processor = AutoProcessor.from_pretrained(exported)
+    stage2 = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, stage2.get_parameter(n))]
+    assert changed and all("language_model" in n for n in changed)  # LoRA on the LLM only, merged
+    images = [Image.open(pairs_world / "images" / f"{i}.png").convert("RGB") for i in range(3)]
+    plain = []
+    for image in images:
+        text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                           {"type": "text", "text": QUESTION}]}],
+                                             add_generation_prompt=True, tokenize=False)
+        batch = processor(images=image, text=text, add_special_tokens=False, return_tensors="pt")
+        ids = model.generate(**batch, max_new_tokens=8, do_sample=False)
+        plain.append(processor.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    dermvqa_model, dermvqa_processor = load_model(final, device="cpu")  # the adapter folder, merged on load
+    assert answer_batch(dermvqa_model, dermvqa_processor, images, [QUESTION] * 3, max_new_tokens=8) == plain
