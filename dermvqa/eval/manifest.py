@@ -84,7 +84,7 @@ def build_manifest(adapter: dict, settings: dict, bench: Bench) -> dict:
     return {"adapter": adapter,
             "decoding": {k: settings[k] for k in ("decoding", "mode", "max_new_tokens", "likelihood_reduce")},
             "benchmark": {"spec": bench.spec, "files": [str(p) for p in files], "sha256": files_sha256(files),
-                          "items": len(bench.items)},
+                          "items": bench.info.get("items_in_split", len(bench.items))},
             "libraries": library_versions()}
 
 

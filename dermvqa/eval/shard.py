@@ -5,6 +5,11 @@ order, after --limit, before images are checked) satisfies pos % N == I - 1. Eac
 answers.jsonl, run.json (the answer settings) and shard.json (this marker: which shard, the selection and
 scoring settings, the benchmark's sha256); the merge checks the shards agree and cover every item exactly
 once. `--shard auto` under torchrun takes I = RANK + 1 and N = WORLD_SIZE.
+
+Greedy replies do not depend on which items share a batch, so in generate mode the merged answers.jsonl and
+metrics.json equal the one-process run's byte for byte. Option probabilities (likelihood mode) move in the
+last float32 bits with the batch's padding width, as between two one-process runs at other batch sizes:
+the replies and reply-based metrics stay identical, probability-based ones (AUC, ECE) can differ slightly.
 """
 from __future__ import annotations
 
