@@ -1,7 +1,8 @@
 """Turn a free-text reply into a verdict: normalisation (Chinese-aware), yes/no, option letter or option text.
 
 A reply is scored by the answer it commits to: the text after its last "Answer:" tag when it has one,
-else the whole reply. Naming several of the options is no commitment and scores as unparsed.
+else the whole reply. Naming several of the options is no commitment and scores as unparsed. Chat models'
+formatting of a committed choice (Markdown emphasis, `**Answer:** B`, LaTeX `\boxed{B}`) is read through.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import string
 ARTICLES = {"a", "an", "the"}
 _WORD = re.compile(r"[^\W_]+")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_ANSWER_TAG = re.compile(r"\banswer\s*(?:is|:)\s*|答案\s*(?:是|为|[:：])\s*", re.IGNORECASE)
+_ANSWER_TAG = re.compile(r"\banswer\s*(?:is\s*:?|:)\s*|答案\s*(?:是|为|[:：])\s*", re.IGNORECASE)
+_MARKUP = re.compile(r"\*+|__|`")                 # Markdown emphasis and code marks
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 # Chinese verdict words, longest first so that 不是 / 没有 win over the 是 / 有 inside them
 ZH_POLAR = {"不是": "no", "没有": "no", "不对": "no", "是的": "yes", "否": "no", "无": "no",
@@ -109,10 +112,16 @@ def _named(text: str, options: list[str]) -> set[int]:
     return {i for s, e, i in spans if not any(s2 <= s and e <= e2 and (s2, e2) != (s, e) for s2, e2, _ in spans)}
 
 
+def plain(reply: str) -> str:
+    """The reply without Markdown emphasis or code marks, and with LaTeX \\boxed{X} unwrapped to X."""
+    return _MARKUP.sub("", _BOXED.sub(r"\1", reply))
+
+
 def parse_choice(reply: str, options: list[str]) -> int | None:
     """Index of the option the reply commits to, or None when it names none or several (counted as wrong)."""
     if not options:
         return None
+    reply = plain(reply)
     polar = [polarity(o) for o in options]
     if len(options) == 2 and set(polar) == {"yes", "no"}:
         verdict = parse_yes_no(reply)

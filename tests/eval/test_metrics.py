@@ -66,6 +66,23 @@ def test_chinese_open_answers_are_scored_per_character(scorer):
     assert half["exact_match"] == 0.0 and 0 < half["bleu1"] < 1
 
 
+def test_chat_formatted_commitments_parse_and_non_commitments_stay_unparsed(scorer):
+    """Hosted and hf chat models wrap the letter they commit to in Markdown or LaTeX; that is still a choice.
+    Replies naming no option or two stay unparsed (wrong), never a guessed option."""
+    mc = EvalItem("q", [], "Which? A. psoriasis B. eczema C. melanoma", ["eczema"], "closed",
+                  options=["psoriasis", "eczema", "melanoma"], answer_index=1)
+    for reply in ("**B**", "**Answer:** B", "Answer: **B**", "The answer is: B", "\\boxed{B}", "`B. eczema`",
+                  "The most likely diagnosis is *eczema*."):
+        scores, pick = scorer.score(mc, reply)
+        assert (pick, scores["accuracy"], scores["unparsed"]) == (1, 1.0, 0.0), reply
+    assert scorer.score(mc, "**C**")[0]["accuracy"] == 0.0 and scorer.score(mc, "**C**")[1] == 2
+    for reply in ("**A** or **B**", "psoriasis, eczema", "I cannot tell.", ""):
+        scores, pick = scorer.score(mc, reply)
+        assert pick is None and scores["accuracy"] == 0.0 and scores["unparsed"] == 1.0, reply
+    yn = EvalItem("q", [], "Is this eczema?", ["yes"], "closed", options=["yes", "no"], answer_index=0)
+    assert scorer.score(yn, "**Answer:** Yes.")[1] == 0 and scorer.score(yn, "**No**")[1] == 1
+
+
 class _Log:
     def __init__(self, rows):
         self.rows = rows
