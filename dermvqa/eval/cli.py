@@ -40,6 +40,10 @@ def run(ctx: typer.Context,
                                                "own Python code (only for repositories you trust)"),
         allow_untested: bool = typer.Option(False, "--allow-untested-family", help="hf: run a model family "
                                             "dermvqa has not tested (the report says so)"),
+        judge: str = typer.Option(None, "--judge", help="openai:MODEL@URL: an LLM judge scores the open answers "
+                                  "against the reference with the repo's rubric (judge_accuracy; cached)"),
+        judge_api_key_env: str = typer.Option(None, "--judge-api-key-env", help="the environment variable holding "
+                                              "the judge endpoint's API key"),
         shard: str = typer.Option(None, "--shard", help="I/N: answer only the items at positions pos % N == I-1 "
                                   "(then `dermvqa eval merge`); auto: I/N from RANK/WORLD_SIZE under torchrun, "
                                   "into OUT/shard-I-of-N"),
@@ -89,7 +93,8 @@ def run(ctx: typer.Context,
                      max_new_tokens=max_new_tokens, device=device, shard=shard_of,
                      adapter_options={"api_key_env": api_key_env, "concurrency": concurrency,
                                       "trust_remote_code": trust_remote_code or None,
-                                      "allow_untested": allow_untested or None})
+                                      "allow_untested": allow_untested or None},
+                     judge=judge, judge_api_key_env=judge_api_key_env)
     except (BenchError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -4,8 +4,8 @@ The rubric is a versioned file in the repo (dermvqa/eval/rubrics/judge_v1.md; it
 manifest), filled with the question, the reference and the model's reply, and sent as one text-only user
 message at temperature 0 through the same endpoint client as the `openai:` backend (retries, counted
 failures). The verdict is read strictly: the reply's last non-empty line must be exactly `VERDICT: CORRECT` or
-`VERDICT: INCORRECT`, and no other line may start like a verdict (`Verdict:`, `**VERDICT**:`); anything else is the failure "unparsed". A
-failure is counted by reason and left out of the judge's accuracy, never guessed. Judge replies are cached
+`VERDICT: INCORRECT`, and no other line may start like a verdict (`Verdict:`, `**VERDICT**:`); anything else
+is the failure "unparsed". A failure is counted by reason and left out of the judge's accuracy, never guessed. Judge replies are cached
 like answers (table `verdicts` of the same SQLite file), so a rerun sends no judge request again; an
 unparsed reply is cached too (it was paid for, and temperature 0 would repeat it).
 An empty model reply is incorrect without asking the judge.
@@ -91,3 +91,35 @@ class Judge:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.endpoint.close()
+
+
+def judge_run(spec: str, items, log, blind: bool, cache_dir, api_key_env: str | None = None,
+              concurrency: int = 4) -> tuple[dict, dict]:
+    """Judge the open items' logged replies (with image, and blind): ({(id, blind): 1|0} for the judged ones,
+    metrics.json's "judge" entry: manifest and counts per run)."""
+    from dermvqa.eval.items import CLOSED
+
+    open_items = [it for it in items if it.answer_type != CLOSED]
+    judge = Judge(spec, api_key_env, concurrency, cache_dir)
+    try:
+        verdicts, counts = {}, {}
+        for run, is_blind in [("image", False)] + ([("blind", True)] if blind else []):
+            pairs = [(it.question, "\n".join(it.references) or it.gold, log.get(it.id, is_blind)["reply"])
+                     for it in open_items]
+            got = judge.verdicts(pairs)
+            verdicts |= {(it.id, is_blind): v["verdict"] for it, v in zip(open_items, got) if v["verdict"] is not None}
+            counts[run] = judge_summary(got)
+        return verdicts, {"manifest": judge.manifest(), **counts}
+    finally:
+        judge.close()
+
+
+def judge_line(entry: dict) -> str:
+    """report.md's account of the judge: who judged with which rubric, and what it could not judge."""
+    man = entry["manifest"]
+    runs = "; ".join(f"{run}: judged {c['judged']} of {c['items']} open answers, failures "
+                     + (", ".join(f"{k} {n}" for k, n in c["failures"].items()) or "none")
+                     + f" (share {c['failure_share']:.3f})" for run, c in entry.items() if run != "manifest")
+    return (f"Judge {man['requested_model']} (served as {man['served_model']}) at {man['endpoint']}, rubric "
+            f"{man['rubric_version']} (sha256 {man['rubric_sha256'][:12]}): {runs}. judge_accuracy is the share "
+            "judged correct among the judged answers; failures are left out of it, never guessed.")

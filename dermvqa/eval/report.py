@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from atomic_files import write_text_atomic
+from dermvqa.eval.judge import judge_line
 from dermvqa.eval.manifest import failure_line, manifest_lines
 from dermvqa.eval.summary import HEADLINE
 
@@ -131,6 +132,8 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
               + ", ".join(f"{k} {v}" for k, v in m["unparsed_closed_replies"].items()) + ".", ""]
     if "answer_failures" in m:
         lines += [failure_line(m["answer_failures"]), ""]
+    if "judge" in m:
+        lines += [judge_line(m["judge"]), ""]
     classes = classification_lines(m["classification"])
     if classes:
         lines += ["## Classifier metrics", "", *classes, ""]

@@ -111,14 +111,20 @@ def answer_all(adapter: ModelAdapter, todo: list[tuple[EvalItem, bool]], log: An
 
 def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dict[str, str], log: AnswerLog,
                     settings: dict, blind: bool, adapter: dict, info: dict, n_boot: int, seed: int,
-                    gap_min_n: int, plots: bool) -> dict:
-    """metrics.json (with the manifest and the answer failures), run_info.json and report.md."""
+                    gap_min_n: int, plots: bool, judge: str | None = None,
+                    judge_api_key_env: str | None = None) -> dict:
+    """metrics.json (with the manifest, the answer failures and the judge's verdicts), run_info.json and report.md."""
+    from dermvqa.eval.judge import judge_run
     from dermvqa.eval.report import write_report
     from dermvqa.eval.summary import build_metrics
 
-    metrics = build_metrics(bench, items, missing, log, settings, blind, n_boot, seed, gap_min_n)
+    verdicts, judged = judge_run(judge, items, log, blind, out, judge_api_key_env) if judge else (None, None)
+    metrics = build_metrics(bench, items, missing, log, settings, blind, n_boot, seed, gap_min_n, verdicts)
     metrics["manifest"] = build_manifest(adapter, settings, bench)
     metrics["answer_failures"] = failure_counts(items, log, blind)
+    if judged:
+        metrics["judge"] = judged
+        metrics["judge_failures"] = {run: c["failures"] for run, c in judged.items() if run != "manifest"}
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     write_text_atomic(out / "run_info.json", json.dumps(info, indent=2) + "\n")
     write_report(out, metrics, info, plots=plots)
@@ -128,14 +134,18 @@ def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dic
 def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | None = None,
              blind: bool = True, mode: str = "generate", max_new_tokens: int = 64, reduce: str = "sum",
              n_boot: int = 1000, seed: int = 0, gap_min_n: int = 10, device: str | None = None,
-             plots: bool = True, shard: tuple[int, int] | None = None, adapter_options: dict | None = None) -> dict:
+             plots: bool = True, shard: tuple[int, int] | None = None, adapter_options: dict | None = None,
+             judge: str | None = None, judge_api_key_env: str | None = None) -> dict:
     """Evaluate a model SPEC (llava:DIR, hf:ID_OR_DIR, openai:MODEL@URL, or a folder) on a bench SPEC, write the
     report into out_dir and return metrics.json's dict. With `shard` (I, N) only that shard's items are answered
-    (see dermvqa.eval.shard) and the run's info is returned; `merge_shards` scores the shards together."""
+    (see dermvqa.eval.shard) and the run's info is returned; `merge_shards` scores the shards together.
+    `judge` (openai:MODEL@URL) scores the open answers with dermvqa.eval.judge (not with `shard`)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if batch_size < 1 or (limit is not None and limit < 1):
         raise ValueError("batch_size and limit must be positive")
+    if judge and shard:
+        raise ValueError("--judge is not available with --shard: judge a one-process run")
     t0 = time.perf_counter()
     spec = normalize_spec(model)
     bench = load_bench(bench_spec, limit=limit)
@@ -179,7 +189,7 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
         write_text_atomic(out / "run_info.json", json.dumps(info, indent=2) + "\n")
         return info
     return score_and_write(out, bench, items, missing, log, settings, blind, manifest, info, n_boot, seed, gap_min_n,
-                           plots)
+                           plots, judge, judge_api_key_env)
 
 
 def merge_shards(out_dir, shard_dirs: list, plots: bool = True) -> dict:

@@ -15,14 +15,18 @@ HEADLINE = ["accuracy", "exact_match", "token_f1", "rougeL"]
 UNPARSED = "(unparsed)"
 
 
-def score_rows(items: list[EvalItem], log, blind: bool, scorer: TextScorer) -> tuple[list[dict], list]:
-    """Per-item score rows plus (item, picked option, answer row) triples for confusion and calibration."""
+def score_rows(items: list[EvalItem], log, blind: bool, scorer: TextScorer,
+               verdicts: dict | None = None) -> tuple[list[dict], list]:
+    """Per-item score rows plus (item, picked option, answer row) triples for confusion and calibration;
+    `verdicts` {(id, blind): 1|0} adds the judge's verdict as judge_accuracy to the items it judged."""
     rows, picks = [], []
     for it in items:
         ans = log.get(it.id, blind)
         if ans is None:
             raise RuntimeError(f"no {'blind ' if blind else ''}answer logged for item {it.id}")
         scores, pick = scorer.score(it, ans["reply"])
+        if (it.id, blind) in (verdicts or {}):
+            scores["judge_accuracy"] = float(verdicts[it.id, blind])
         rows.append({"id": it.id, "family": it.family, "source": it.source, "group": it.group,
                      "fitzpatrick": it.fitzpatrick, "lang": it.lang, "scores": scores})
         picks.append((it, pick, ans))
@@ -101,12 +105,13 @@ def headline(overall: dict) -> dict:
 
 
 def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], log, settings: dict,
-                  blind: bool, n_boot: int = 1000, seed: int = 0, gap_min_n: int = 10) -> dict:
+                  blind: bool, n_boot: int = 1000, seed: int = 0, gap_min_n: int = 10,
+                  verdicts: dict | None = None) -> dict:
     """The full metrics tree for the scored items (those with all images present)."""
     scorer = TextScorer()
-    runs = {"image": score_rows(items, log, False, scorer)}
+    runs = {"image": score_rows(items, log, False, scorer, verdicts)}
     if blind:
-        runs["blind"] = score_rows(items, log, True, scorer)
+        runs["blind"] = score_rows(items, log, True, scorer, verdicts)
     overall, strata, gaps, calib, confusions, classes, unparsed = {}, {}, {}, {}, {}, {}, {}
     skin = {}
     for name, (rows, picks) in runs.items():

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from dermvqa.eval.judge import RUBRIC, Judge, judge_summary, parse_verdict, render
+from tests.eval.conftest import DX
 from tests.eval.fake_vlm_server import FakeVLMServer
 
 
@@ -88,3 +89,40 @@ def test_rubric_carries_the_format_the_parser_reads():
     rubric = RUBRIC.read_text(encoding="utf-8")
     assert parse_verdict(rubric.splitlines()[-2]) == 1 and parse_verdict(rubric.splitlines()[-1]) == 0
     assert all(f in rubric for f in ("{{question}}", "{{reference}}", "{{reply}}"))
+
+
+def strict_judge(prompt: str) -> str:
+    """Exact match, except that it rambles (outside the format) whenever the reference is 'nevus'."""
+    reference, reply = fields(prompt)
+    if reference == "nevus":
+        return "Hard to say."
+    return f"Checked.\nVERDICT: {'CORRECT' if reply.strip() == reference else 'INCORRECT'}"
+
+
+def test_eval_with_judge_scores_open_items_and_reruns_free(qa_world, tmp_path):
+    from dermvqa.eval.runner import run_eval
+
+    model_says = {"What is the most likely diagnosis?": "melanoma"}
+    with FakeVLMServer(reply=lambda p: model_says.get(p, "yes")) as model, \
+            FakeVLMServer(reply=strict_judge, served_model="judge-served") as judge:
+        run = lambda: run_eval(f"openai:vlm@{model.url}", f"qa:{qa_world}", tmp_path / "run", n_boot=50, plots=False,
+                               judge=f"openai:judge@{judge.url}")
+        m = run()
+        sent = judge.count()
+        again = run()
+        assert judge.count() == sent > 0  # the rerun is judged from the cache
+    references = [DX[i % 4] for i in range(12)]  # the world's open items: dx0..dx11, answer = their diagnosis
+    judged = [r for r in references if r != "nevus"]
+    want = judged.count("melanoma") / len(judged)
+    items = references
+    assert 0 < want < 1 and len(judged) < len(items)
+    for run_name in ("image", "blind"):
+        assert m["overall"][run_name]["judge_accuracy"]["value"] == pytest.approx(want)
+        assert m["overall"][run_name]["judge_accuracy"]["n"] == len(judged)
+        assert m["judge_failures"][run_name] == {"unparsed": len(items) - len(judged)}
+        assert m["judge"][run_name]["failure_share"] == pytest.approx((len(items) - len(judged)) / len(items))
+    assert "judge_accuracy" not in m["strata"].get("family", {}).get("yes_no", {}).get("image", {})
+    assert m["judge"]["manifest"]["served_model"] == "judge-served"
+    assert again["judge"] == m["judge"] and again["overall"] == m["overall"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "rubric judge_v1" in report and f"unparsed {len(items) - len(judged)}" in report
