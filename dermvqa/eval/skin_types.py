@@ -44,8 +44,12 @@ def figures(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, np.
 def _type_figures(gold: np.ndarray, pred: np.ndarray, n_classes: int, key: str, n_boot: int, seed: int):
     """({figure: {"value", "ci", "n"}}, {figure: bootstrap values}) for one skin type's items."""
     point = figures(gold[None], pred[None], n_classes)
-    idx = keyed_rng(seed, key).integers(0, gold.size, size=(n_boot, gold.size))
-    boots = figures(gold[idx], pred[idx], n_classes)
+    rng, step = keyed_rng(seed, key), max(1, 2_000_000 // gold.size)  # index chunks of ~16 MB
+    parts = []
+    for start in range(0, n_boot, step):
+        idx = rng.integers(0, gold.size, size=(min(step, n_boot - start), gold.size))
+        parts.append(figures(gold[idx], pred[idx], n_classes))
+    boots = {m: np.concatenate([b[m] for b in parts]) for m in FIGURES}
     out = {m: {"value": float(point[m][0]), "ci": [float(x) for x in np.percentile(boots[m], [2.5, 97.5])],
                "n": int(gold.size)} for m in FIGURES}
     return out, boots
