@@ -49,10 +49,30 @@ def test_eval_end_to_end(varied_model_dir, qa_world, tmp_path):
     assert (tmp_path / "c" / "reliability.png").exists()
 
     table = dermvqa("eval", "compare", a, tmp_path / "c")
-    assert "B − A" in table and "overall/image" in table and "intervals separate" in table
+    sha = m["manifest"]["benchmark"]["sha256"]
+    assert sha == c["manifest"]["benchmark"]["sha256"]
+    assert "## Leaderboard" in table and f"Benchmark files identical in every run (sha256 {sha})." in table
     acc_a, acc_c = m["overall"]["image"]["accuracy"]["value"], c["overall"]["image"]["accuracy"]["value"]
-    row = next(line for line in table.splitlines() if line.startswith("overall/image") and " accuracy " in line)
-    assert f"{acc_c - acc_a:+.3f}" in row
+    row = next(line for line in table.splitlines() if "| overall | accuracy |" in line)
+    assert f"| {acc_c - acc_a:+.3f} [" in row
+
+
+def test_eval_help_lists_backends_and_their_options():
+    result = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "240"})     # wide: no option name cut short
+    out = " ".join(result.output.split())
+    for word in ("llava:DIR", "hf:ID_OR_DIR", "openai:MODEL@URL", "--api-key-env", "--concurrency",
+                 "--trust-remote-code", "--allow-untested-family", "--shard", "merge"):
+        assert word in out, word
+
+
+def test_backend_options_are_refused_for_other_backends(qa_world, tmp_path):
+    for flags, message in ((["--concurrency", "4"], "--concurrency applies to --model openai:..., not to llava:"),
+                           (["--trust-remote-code"], "--trust-remote-code applies to --model hf:..., not to llava:")):
+        result = runner.invoke(app, ["eval", "--model", str(tmp_path), "--bench", f"qa:{qa_world}", "--out",
+                                     str(tmp_path / "out"), *flags])
+        assert result.exit_code == 2 and f"error: {message}" in result.output
+    result = runner.invoke(app, ["eval", "--model", "vllm:x", "--bench", f"qa:{qa_world}", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown backend 'vllm'" in result.output
 
 
 def test_eval_needs_model_bench_out(tmp_path):

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from dermvqa.eval import run_eval
+from dermvqa.eval.adapters.base import ModelAdapter
+from dermvqa.eval.loaders import load_bench
 
 FAST = dict(max_new_tokens=6, n_boot=50, plots=False)
 
@@ -73,3 +75,50 @@ def test_likelihood_mode_picks_the_argmax_and_calibrates(varied_model_dir, qa_wo
     assert cal["n"] == 24 and 0 <= cal["ece"] <= 1
     gap = m["fitzpatrick_gap"]["image"]["accuracy"]
     assert set(gap["n"]) == {"1", "2", "3"} and gap["gap"] >= 0
+
+
+class FailingAdapter(ModelAdapter):
+    """A backend that answers each item's gold answer (items come in the runner's order, `ids`), except the
+    items FAILURE_RULE fails."""
+    kind = "fake"
+
+    def __init__(self, spec, **_):
+        self.spec, self.gold = spec, {it.id: it.gold for it in load_bench(spec.removeprefix("fake:")).items}
+
+    def generate(self, images, questions, max_new_tokens):
+        rows = []
+        for _ in questions:
+            item_id = FailingAdapter.ids.pop(0)
+            reason = FAILURE_RULE(item_id)
+            rows.append({"reply": "", "failure": reason} if reason else {"reply": self.gold[item_id]})
+        return rows
+
+    def manifest(self):
+        return {"kind": self.kind, "spec": self.spec}
+
+
+def FAILURE_RULE(item_id):                                       # noqa: N802 - a stand-in rule
+    n = int(item_id[2:])
+    return {0: "refused", 1: "error_timeout"}.get(n % 4) if item_id.startswith("mc") else None
+
+
+def test_failed_answers_are_logged_counted_and_scored_wrong(qa_world, tmp_path, monkeypatch):
+    from dermvqa.eval import adapters
+
+    monkeypatch.setitem(adapters.ADAPTERS, "fake", (__name__, "FailingAdapter"))
+    monkeypatch.setitem(adapters.ADAPTER_OPTIONS, "fake", ())
+    spec = f"qa:{qa_world}"
+    items = [it for it in load_bench(spec).items if it.id != "gone"]
+    FailingAdapter.ids = [it.id for it in items] * 2              # answer order: image pass, then blind pass
+    m = run_eval(f"fake:{spec}", spec, tmp_path, batch_size=5, n_boot=20, plots=False)
+    rows = answers(tmp_path)
+    failed = {k: r for k, r in rows.items() if "failure" in r}
+    expected = [it.id for it in items if FAILURE_RULE(it.id)]
+    assert sorted(k[0] for k in failed if not k[1]) == sorted(expected) and all(r["reply"] == "" for r in failed.values())
+    counts = {"refused": sum(FAILURE_RULE(i) == "refused" for i in expected),
+              "error_timeout": sum(FAILURE_RULE(i) == "error_timeout" for i in expected)}
+    assert m["answer_failures"] == {"image": counts, "blind": counts} and sum(counts.values()) == 6
+    closed = [it for it in items if it.answer_type == "closed"]
+    right = sum(not FAILURE_RULE(it.id) for it in closed)        # every other answer is the gold option
+    assert m["overall"]["image"]["accuracy"]["value"] == pytest.approx(right / len(closed))
+    assert "image error_timeout 3, refused 3; blind error_timeout 3, refused 3" in (tmp_path / "report.md").read_text()
