@@ -90,15 +90,18 @@ def test_merge_refuses_incomplete_or_mixed_shards(varied_model_dir, qa_world, tm
         merge_shards(tmp_path / "m3", [tmp_path / "s1", tmp_path / "s2"])
 
 
-def test_cli_shard_and_merge(varied_model_dir, qa_world, tmp_path):
+def test_cli_shard_and_merge(varied_model_dir, qa_world, tmp_path, monkeypatch):
     runner = CliRunner()
     common = ["eval", "--model", str(varied_model_dir), "--bench", f"qa:{qa_world}", "--limit", "5", "--no-blind",
               "--max-new-tokens", "6"]
-    for i in (1, 2):
-        result = runner.invoke(app, [*common, "--shard", f"{i}/2", "--out", str(tmp_path / f"s{i}")])
-        assert result.exit_code == 0 and f"shard {i}/2: answered {3 if i == 1 else 2}" in result.output
+    result = runner.invoke(app, [*common, "--shard", "1/2", "--out", str(tmp_path / "s1")])
+    assert result.exit_code == 0 and "shard 1/2: answered 3" in result.output
+    monkeypatch.setenv("RANK", "1")                                # as torchrun sets it for the second process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, [*common, "--shard", "auto", "--out", str(tmp_path / "auto")])
+    assert result.exit_code == 0 and "shard 2/2: answered 2" in result.output
     result = runner.invoke(app, ["eval", "merge", "--out", str(tmp_path / "m"), str(tmp_path / "s1"),
-                                 str(tmp_path / "s2")])
+                                 str(tmp_path / "auto" / "shard-2-of-2")])
     assert result.exit_code == 0, result.output
     assert "scored 5 of 5 questions" in result.output and (tmp_path / "m" / "report.md").exists()
     result = runner.invoke(app, [*common, "--shard", "3/2", "--out", str(tmp_path / "bad")])
