@@ -1,19 +1,14 @@
 """The hf: adapter on tiny random-weight models of five families built here from configs: greedy answers equal a
 hand-written argmax loop, batch 1 equals batch 8, the model's own sampling config does not leak in; option
 likelihood equals a direct forward pass; hf: on a dermvqa LLaVA folder answers as dermvqa's own path does."""
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import transformers as tf
 from PIL import Image
-from transformers import (AutoProcessor, AutoTokenizer, Gemma3Config, Gemma3ForConditionalGeneration,
-                          Gemma3ImageProcessor, Gemma3Processor, Idefics3Config, Idefics3ForConditionalGeneration,
-                          Idefics3ImageProcessor, Idefics3Processor, LlavaOnevisionConfig,
-                          LlavaOnevisionForConditionalGeneration, LlavaOnevisionImageProcessor,
-                          LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor, Qwen2_5_VLConfig,
-                          Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
-                          Qwen2VLVideoProcessor)
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from dermvqa.eval.adapters.hf import TESTED_MODEL_TYPES, HFAdapter, sha256_file
@@ -27,7 +22,7 @@ LEAKY = {"do_sample": True, "temperature": 0.7, "repetition_penalty": 1.3, "top_
 MAX_NEW = 6
 
 QWEN_VL_TEMPLATE = (  # Qwen2-VL-Instruct's template (Qwen2.5-VL ships the same one)
-    "{% set image_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] "
+    "{% for message in messages %}{% if loop.first and message['role'] "
     "!= 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>"
     "{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
     "{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content %}"
@@ -67,39 +62,39 @@ def trained_tokenizer(specials: list[str], **roles) -> TokenizersBackend:
 
 
 def qwen2_5_vl():
-    tok = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
-    grid = dict(patch_size=4, merge_size=2, temporal_patch_size=2)
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=256, max_pixels=256, **grid),
-                                    video_processor=Qwen2VLVideoProcessor(**grid), tokenizer=tok,
+    tok = tf.AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
+    grid = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
+    processor = tf.Qwen2_5_VLProcessor(image_processor=tf.Qwen2VLImageProcessor(min_pixels=256, max_pixels=256, **grid),
+                                    video_processor=tf.Qwen2VLVideoProcessor(**grid), tokenizer=tok,
                                     chat_template=QWEN_VL_TEMPLATE)
     ids = tok.convert_tokens_to_ids
-    config = Qwen2_5_VLConfig(
+    config = tf.Qwen2_5_VLConfig(
         text_config=tiny_text(len(tok), rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
                               eos_token_id=ids("<|im_end|>"), pad_token_id=tok.pad_token_id),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           window_size=8, fullatt_block_indexes=[0], spatial_merge_size=2, patch_size=4,
-                           temporal_patch_size=2),
+        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                       "window_size": 8, "fullatt_block_indexes": [0], **grid, "spatial_merge_size": 2},
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"))
-    return Qwen2_5_VLForConditionalGeneration(config), processor
+    return tf.Qwen2_5_VLForConditionalGeneration(config), processor
 
 
 def llava_onevision():
-    tok = AutoTokenizer.from_pretrained(QWEN_TOKENIZER, extra_special_tokens={"image_token": "<image>",
+    tok = tf.AutoTokenizer.from_pretrained(QWEN_TOKENIZER, extra_special_tokens={"image_token": "<image>",
                                                                             "video_token": "<video>"})
     tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
-    processor = LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints),
-        video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}), tokenizer=tok,
+    side = {"height": 32, "width": 32}
+    processor = tf.LlavaOnevisionProcessor(
+        image_processor=tf.LlavaOnevisionImageProcessor(size=side, image_grid_pinpoints=pinpoints),
+        video_processor=tf.LlavaOnevisionVideoProcessor(size=side), tokenizer=tok,
         num_image_tokens=16, vision_feature_select_strategy="full", chat_template=ONEVISION_TEMPLATE)
-    config = LlavaOnevisionConfig(
+    config = tf.LlavaOnevisionConfig(
         text_config={"model_type": "qwen2", **tiny_text(len(tok), eos_token_id=tok.convert_tokens_to_ids(
             "<|im_end|>"), pad_token_id=tok.pad_token_id)},
         vision_config={"model_type": "siglip_vision_model", **tiny_vision()},
         image_token_id=tok.convert_tokens_to_ids("<image>"), video_token_id=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1)
-    return LlavaOnevisionForConditionalGeneration(config), processor
+    return tf.LlavaOnevisionForConditionalGeneration(config), processor
 
 
 def gemma3():
@@ -108,15 +103,15 @@ def gemma3():
     tok = trained_tokenizer(specials, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                             extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                                                   "image_token": "<image_soft_token>"})
-    processor = Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
+    processor = tf.Gemma3Processor(image_processor=tf.Gemma3ImageProcessor(size={"height": 32, "width": 32}),
                                 tokenizer=tok, image_seq_length=4, chat_template=GEMMA3_TEMPLATE)
     ids = tok.convert_tokens_to_ids
-    config = Gemma3Config(
+    config = tf.Gemma3Config(
         text_config=tiny_text(len(tok), head_dim=16, sliding_window=16, eos_token_id=[ids("<eos>"),
                               ids("<end_of_turn>")], pad_token_id=ids("<pad>"), bos_token_id=ids("<bos>")),
         vision_config=tiny_vision(), mm_tokens_per_image=4, image_token_index=ids("<image_soft_token>"),
         boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"))
-    return Gemma3ForConditionalGeneration(config), processor
+    return tf.Gemma3ForConditionalGeneration(config), processor
 
 
 def idefics3():
@@ -124,16 +119,16 @@ def idefics3():
                 "<global-img>"]
     tok = trained_tokenizer(specials, bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>",
                             pad_token="<|end_of_text|>")
-    processor = Idefics3Processor(
-        image_processor=Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 32},
+    processor = tf.Idefics3Processor(
+        image_processor=tf.Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 32},
                                                max_image_size={"longest_edge": 32}),
         tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
     ids = tok.convert_tokens_to_ids
-    config = Idefics3Config(
+    config = tf.Idefics3Config(
         text_config={"model_type": "llama", **tiny_text(len(tok), eos_token_id=ids("<end_of_utterance>"),
                                                         pad_token_id=tok.pad_token_id)},
         vision_config=tiny_vision(), scale_factor=2, image_token_id=ids("<image>"), pad_token_id=tok.pad_token_id)
-    return Idefics3ForConditionalGeneration(config), processor
+    return tf.Idefics3ForConditionalGeneration(config), processor
 
 
 # builder and the weight scale at which its greedy replies vary between images and questions (Gemma 3's
@@ -158,20 +153,15 @@ def save_family(family: str, out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine thread contention makes these tiny models 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, tmp_path_factory):
-    """(folder, the hf: adapter loaded from it) per family; loading is what costs (a 151k-token tokenizer)."""
+    """(folder, the hf: adapter loaded from it) per family, loaded once (a 151k-token tokenizer is slow to
+    load); one torch thread, since on a shared 2-core machine thread contention makes tiny models 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     folder = save_family(request.param, tmp_path_factory.mktemp(request.param))
-    return folder, HFAdapter(f"hf:{folder}", device="cpu")
+    yield folder, HFAdapter(f"hf:{folder}", device="cpu")
+    torch.set_num_threads(threads)
 
 
 def images() -> list[Image.Image]:
@@ -251,12 +241,6 @@ def test_option_likelihood_equals_direct_forward(family):
         assert row["reply"] == opts[max(range(len(opts)), key=direct.__getitem__)]
 
 
-def test_continuation_is_the_reply_then_the_end_of_turn(family):
-    adapter = family[1]
-    text = adapter.processor.tokenizer.decode(adapter.continuation_ids("Is it red?", "yes"))
-    assert text.strip().startswith("yes") and len(text.strip()) > len("yes")
-
-
 def test_manifest_names_weights_template_and_pinned_decoding(family):
     family_dir, adapter = family
     manifest = adapter.manifest()
@@ -269,3 +253,61 @@ def test_manifest_names_weights_template_and_pinned_decoding(family):
     assert decoding["no_repeat_ngram_size"] == 0 and decoding["temperature"] is None and decoding["top_k"] is None
     mean = adapter.processor.image_processor.image_mean
     assert adapter.blank_image().getpixel((0, 0)) == tuple(round(255 * m) for m in mean)
+
+
+def test_hf_on_a_dermvqa_llava_folder_answers_as_dermvqa_does(quickstart_sized_model_dir):
+    from dermvqa.infer.generate import answer_batch, load_model
+    from dermvqa.infer.likelihood import continuation_text, option_probs, scored_replies
+
+    adapter = HFAdapter(f"hf:{quickstart_sized_model_dir}", device="cpu")
+    model, processor = load_model(quickstart_sized_model_dir, device="cpu")
+    ims = images()
+    ours = answer_batch(model, processor, ims, QUESTIONS, max_new_tokens=12)
+    assert len(set(ours)) > 2 and [r["reply"] for r in adapter.generate(ims, QUESTIONS, 12)] == ours
+    assert adapter.continuation_ids("Is it red?", "yes") == processor.tokenizer(
+        continuation_text(processor, "Is it red?", "yes"), add_special_tokens=False)["input_ids"]
+    options, families = [["yes", "no"], ["psoriasis", "eczema", "melanoma"]], ["yes_no", "diagnosis"]
+    replies = scored_replies(model, processor, ims[:2], QUESTIONS[:2], options, families, 12)
+    expected = option_probs(model, processor, ims[:2], QUESTIONS[:2], replies)
+    rows = adapter.option_probs(ims[:2], QUESTIONS[:2], options, families, 12, "sum")
+    assert [r["probs"] for r in rows] == [pytest.approx(p, abs=1e-6) for p in expected]
+    assert [r["scored_reply"] for r in rows] == [rep[max(range(len(p)), key=p.__getitem__)]
+                                                 for rep, p in zip(replies, expected)]
+    assert adapter.manifest()["model_type"] == "llava"
+
+
+def test_untested_family_is_refused_unless_allowed_and_then_recorded(tiny_model_dir, monkeypatch):
+    from dermvqa.eval.adapters import hf
+
+    monkeypatch.setattr(hf, "TESTED_MODEL_TYPES", ("gemma3",))
+    with pytest.raises(ValueError, match=r"model_type 'llava' is not a tested family \(gemma3\)"):
+        HFAdapter(f"hf:{tiny_model_dir}")
+    assert HFAdapter(f"hf:{tiny_model_dir}", device="cpu", allow_untested=True).manifest()["untested_family"]
+
+
+def test_remote_code_runs_only_with_the_flag(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mystery", "auto_map": {
+        "AutoConfig": "mystery.MysteryConfig"}}))
+    (tmp_path / "mystery.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(ValueError):
+        HFAdapter(f"hf:{tmp_path}")
+    assert not marker.exists()
+
+
+def test_hub_cache_folder_is_named_by_hub_id_and_commit(tiny_model_dir, tmp_path):
+    snapshot = tmp_path / "models--org--tiny-llava" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for f in Path(tiny_model_dir).iterdir():
+        (snapshot / f.name).symlink_to(f)
+    manifest = HFAdapter(f"hf:{snapshot}", device="cpu").manifest()
+    assert (manifest["hub_id"], manifest["revision"]) == ("org/tiny-llava", "0123abcd")
+    assert manifest["chat_template_sha256"] == hashlib.sha256(
+        tf.AutoProcessor.from_pretrained(tiny_model_dir).chat_template.encode()).hexdigest()
+
+
+def test_bad_spec_and_missing_folder_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="hf:HUB_ID or hf:FOLDER"):
+        HFAdapter("llava:x")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        HFAdapter(f"hf:{tmp_path / 'absent'}")
