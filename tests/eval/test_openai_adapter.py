@@ -169,9 +169,12 @@ def cached_requests(out) -> set[tuple[str, str]]:
         db.close()
 
 
-def test_kill_9_mid_run_then_rerun_sends_no_cached_request_again(qa_world, tmp_path):
+def test_kill_9_mid_run_then_rerun_sends_no_cached_request_again(qa_world, tmp_path, monkeypatch):
+    from dermvqa.eval.runner import run_eval
+
     key = "sk-kill-" + secrets.token_hex(12)
     out = tmp_path / "run"
+    monkeypatch.setenv("DERMVQA_KILL_KEY", key)
     env = {**child_env(), "DERMVQA_KILL_KEY": key}
     with FakeVLMServer(api_key=key, delay_s=0.15) as server:
         args = ["eval", "--model", f"openai:slow-model@{server.url}", "--bench", f"qa:{qa_world}", "--out", str(out),
@@ -188,9 +191,8 @@ def test_kill_9_mid_run_then_rerun_sends_no_cached_request_again(qa_world, tmp_p
         cached = cached_requests(out)
         assert not (out / "answers.jsonl").exists() or not (out / "answers.jsonl").read_text().strip()
         sent_before = server.count()
-        rerun = subprocess.run([sys.executable, "-c", CLI, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                               timeout=300)
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        run_eval(f"openai:slow-model@{server.url}", f"qa:{qa_world}", out, batch_size=64, n_boot=50, plots=False,
+                 adapter_options={"concurrency": 2, "api_key_env": "DERMVQA_KILL_KEY"})  # the rerun, in this process
         again = [(r["prompt"], pixel_sha256(r["image_url"])) for r in server.requests[sent_before:]]
     assert len(cached) >= 4 and again
     assert not cached & set(again)  # 0 cached requests sent again

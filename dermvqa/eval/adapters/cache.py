@@ -2,8 +2,9 @@
 
 A row's key is the sha256 of (endpoint URL, requested model, prompt text, image pixels' sha256, settings), so a
 rerun or a run after kill -9 sends no answered request again, while another model, prompt, image or setting
-asks anew. WAL journaling and a commit per row: a killed process loses no reply it had received. Only replies
-are stored; transport failures are not, so a rerun retries them. Nothing secret is stored (no headers, no key).
+asks anew. WAL journaling and a commit per row: a killed process loses no reply it had received. Only answers
+are stored; failures (empty, refused, HTTP errors, timeouts, malformed bodies) are not, so a rerun asks again.
+Nothing secret is stored (no headers, no key).
 """
 from __future__ import annotations
 
