@@ -1,18 +1,17 @@
 """The same-budget baseline a user would pick instead of dermvqa: a torchvision ResNet-18 from random init.
 
-It trains for the wall time our tiny LLaVA recipe trained (`seconds.train` of a finished `dermvqa quickstart`
-run, `--ours RUN_DIR`; `--seconds` overrides) on the same import rows, train split only (RUN_DIR/data/derm1m.csv;
-without --ours the dataset is imported here), at our resolution (our model's image processor: short side
-resized, centre crop), with our stage-0 augmentation (flips, quarter turns, brightness/colour shifts) and
-class-balanced sampling when the recipe's tower_pretrain says so, on --threads torch threads (2, as ours).
-Every image is decoded once into a uint8 tensor cache before the clock starts (ours' training seconds include
-its decoding, so the baseline gets that time extra: a comparison that favours it); the budget is the
-optimisation loop, its learning rate a 5 % warm-up then a cosine to zero over that wall time. Figures on the
-test split: accuracy, one-vs-rest AUC (mean over classes, as MedMNIST), balanced accuracy, macro-F1 and
-melanoma recall (gold melanoma items predicted as a melanoma class), each with a seeded 95 % bootstrap
-interval; where rows carry a Fitzpatrick skin type, accuracy, balanced accuracy and macro-F1 per type and the
-best-worst gaps, computed as `dermvqa eval` computes ours (dermvqa.eval.skin_types). All printed beside our
-recorded figures; --out gets everything, predictions included.
+It trains for the wall time our tiny LLaVA trained (`seconds.train` of a finished `dermvqa quickstart` run,
+`--ours RUN_DIR`; `--seconds` overrides) on ours' import rows, train split only (RUN_DIR/data/derm1m.csv; without
+--ours DATA is imported here as the quickstart does), at ours' resolution (its image processor: short side
+resized, centre crop), with ours' stage-0 augmentation (flips, quarter turns, brightness/colour shifts) and
+sampling (class and skin-type balance) from the recipe ours trained with (RUN_DIR/train/recipe.yaml, else
+configs/DATASET_cpu.yaml), on --threads torch threads (2, as ours). Images are decoded once into a uint8 cache
+before the clock starts (ours' seconds include its decoding: the baseline gets that time extra); the budget is
+the optimisation loop, learning rate 5 % warm-up then cosine to zero over that wall time. Test-split figures:
+accuracy, one-vs-rest AUC (mean over classes, as MedMNIST), balanced accuracy, macro-F1, melanoma recall (gold
+melanoma items predicted as a melanoma class), each with a seeded 95 % bootstrap interval; where rows carry a
+Fitzpatrick type, accuracy, balanced accuracy and macro-F1 per type and the best-worst gaps, computed as
+`dermvqa eval` computes ours (dermvqa.eval.skin_types). Printed beside ours; --out gets all, predictions too.
 
     python scripts/bench_baseline_cnn.py --dataset ham10000 --ours runs/ham10000 --out runs/baseline_ham10000.json
 """
@@ -38,7 +37,7 @@ from dermvqa.eval.skin_types import FIGURES as TYPE_FIGURES
 from dermvqa.eval.skin_types import per_type
 from dermvqa.eval.strata import UNKNOWN, summarize
 from dermvqa.quickstarts.ham10000 import CLASSES as HAM_CLASSES
-from dermvqa.train.tower_pretrain import augment_batch
+from dermvqa.train.tower_pretrain import augment_batch, sampling_weights
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "melanoma_recall")
@@ -97,11 +96,13 @@ def normalise(x: torch.Tensor, image_processor) -> torch.Tensor:
     return (x.float() / 255 - mean) / std
 
 
-def train(model, pixels: torch.Tensor, targets: torch.Tensor, image_processor, cfg: dict) -> dict:
-    """Optimise for cfg["seconds"] of wall time (cfg: run()'s settings); return steps, images seen, last losses."""
+def train(model, pixels: torch.Tensor, targets: torch.Tensor, skin_types: torch.Tensor, image_processor,
+          cfg: dict) -> dict:
+    """Optimise for cfg["seconds"] of wall time (cfg: run()'s settings), sampling as ours' stage 0 does (class and
+    skin-type balance); return steps, images seen, last losses."""
     t0, seconds, batch_size, lr = time.perf_counter(), cfg["seconds"], cfg["batch_size"], cfg["lr"]
     gen = torch.Generator().manual_seed(cfg["seed"])
-    weights = torch.bincount(targets).float()[targets] ** -cfg["balance"]
+    weights = sampling_weights(targets, skin_types, cfg["balance"], cfg["skin_type_balance"])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
     steps, losses = 0, []
@@ -206,7 +207,9 @@ def run(args) -> dict:
     from dermvqa.model.processor import clip_image_processor
     from dermvqa.train.recipe import load_recipe
 
-    recipe_path = args.recipe or REPO / "configs" / f"{args.dataset}_cpu.yaml"  # (pass --recipe if it is not there)
+    ours_recipe = args.ours / "train" / "recipe.yaml" if args.ours else None  # what ours trained with, --set included
+    recipe_path = args.recipe or (ours_recipe if ours_recipe and ours_recipe.is_file() else
+                                  REPO / "configs" / f"{args.dataset}_cpu.yaml")
     recipe = load_recipe(recipe_path, [])
     stage0 = recipe["tune"]["tower_pretrain"]
     ours = read_ours(args.ours, args.dataset) if args.ours else None
@@ -225,6 +228,7 @@ def run(args) -> dict:
                 "image_size": int(image_processor.crop_size["height"]),
                 "batch_size": stage0["batch_size"], "lr": args.lr,
                 "augment": bool(stage0.get("augment")), "balance": float(stage0.get("balance", 0.0)),
+                "skin_type_balance": float(stage0.get("skin_type_balance", 0.0)),
                 "label_smoothing": float(stage0.get("label_smoothing", 0.0)), "seed": args.seed,
                 "n_boot": args.n_boot, "recipe": str(recipe_path)}
     torch.set_num_threads(args.threads)
@@ -240,7 +244,8 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     pixels = load_pixels([images / r["filename"] for r in rows["train"]], image_processor, "decode train images")
     decode_seconds = round(time.perf_counter() - t0, 1)
-    log = train(model, pixels, targets["train"], image_processor, settings)
+    skin_types = torch.tensor([int(r.get("fitzpatrick") or 0) for r in rows["train"]])
+    log = train(model, pixels, targets["train"], skin_types, image_processor, settings)
     probs = predict(model, load_pixels([images / r["filename"] for r in rows["test"]], image_processor,
                                        "decode test images"), image_processor)
     gold = targets["test"].numpy()

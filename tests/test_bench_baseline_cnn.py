@@ -99,7 +99,7 @@ def test_ham_subset_end_to_end(bench, ham_subset, tmp_path, capsys):
 
 def test_budget_and_rows_from_ours(bench, ham_subset, tmp_path, capsys):
     """--ours: rows from its import, seconds from its seconds.train, resolution from its model's processor,
-    and its recorded figures printed beside the baseline's."""
+    sampling from the recipe it trained with, and its recorded figures printed beside the baseline's."""
     from data_gen.importers.ham10000 import import_ham10000
     from dermvqa.model.processor import clip_image_processor
 
@@ -107,6 +107,9 @@ def test_budget_and_rows_from_ours(bench, ham_subset, tmp_path, capsys):
     import_ham10000(ham_subset / "HAM10000_metadata.csv", ham_subset / "images", run / "data",
                     split_file=ham_subset / "dermamnist_split.csv")
     clip_image_processor(24).save_pretrained(run / "train" / "model")
+    recipe = (REPO / "configs" / "ham10000_cpu.yaml").read_text().replace("balance: 1.0", "balance: 0.5")
+    (run / "train" / "recipe.yaml").write_text(recipe.replace("label_smoothing: 0.1}", "label_smoothing: 0.1, "
+                                                              "skin_type_balance: 1.0}"))
     ours = {f: 0.1 * (i + 1) for i, f in enumerate(FIGURES)}
     (run / "ham10000_metrics.json").write_text(json.dumps({
         "seconds": {"train": 2}, "model": str(run / "train" / "model"),
@@ -116,6 +119,8 @@ def test_budget_and_rows_from_ours(bench, ham_subset, tmp_path, capsys):
     result, text = json.loads(out.read_text()), capsys.readouterr().out
     assert result["settings"]["seconds"] == 2 and result["settings"]["seconds_from"] == "--ours"
     assert result["settings"]["image_size"] == 24 and result["settings"]["rows"] == str(run / "data" / "derm1m.csv")
+    assert result["settings"]["recipe"] == str(run / "train" / "recipe.yaml")
+    assert (result["settings"]["balance"], result["settings"]["skin_type_balance"]) == (0.5, 1.0)
     printed = printed_table(text)
     for f in FIGURES:
         assert printed[f][1:] == [f"{ours[f]:.3f}", "—" if f == "auc" else f"{ours[f]:.3f}"]
@@ -140,9 +145,9 @@ def test_fitzpatrick17k_skin_types(bench, tmp_path, capsys):
     (subset / "images").symlink_to(F17K / "images")
     out = tmp_path / "baseline.json"
     assert bench.main(["--dataset", "fitzpatrick17k", "--data", str(subset), "--ontology", str(ONTOLOGY),
-                       "--recipe", str(REPO / "configs" / "ham10000_cpu.yaml"), "--seconds", "2",
-                       "--threads", "1", "--n-boot", "50", "--out", str(out)]) == 0
+                       "--seconds", "2", "--threads", "1", "--n-boot", "50", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert result["settings"]["image_size"] == 64  # configs/fitzpatrick17k_cpu.yaml's
     text = capsys.readouterr().out
     check_against_predictions(result, printed_table(text), 28)
     assert "| 5 (few) | 4 |" in text
