@@ -167,7 +167,7 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
     todo = [(it, b) for it, b in pairs if not log.has(it.id, b)]
     resumed = len(pairs) - len(todo)
     answered, answer_s, device_name, dtype = 0, 0.0, None, None
-    if todo:
+    if todo or not (out / ADAPTER_FILE).exists():  # a shard with no items to answer still records its model
         adapter = load_adapter(spec, device=device, batch_size=batch_size, cache_dir=out, **(adapter_options or {}))
         try:
             if mode == "likelihood" and not adapter.supports_likelihood:

@@ -106,3 +106,14 @@ def test_cli_shard_and_merge(varied_model_dir, qa_world, tmp_path, monkeypatch):
     assert "scored 5 of 5 questions" in result.output and (tmp_path / "m" / "report.md").exists()
     result = runner.invoke(app, [*common, "--shard", "3/2", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "error: --shard '3/2': expected I/N" in result.output
+
+
+def test_more_shards_than_items(varied_model_dir, qa_world, tmp_path):
+    spec, opts = f"qa:{qa_world}", {"limit": 2, "blind": False, **FAST}
+    run_eval(varied_model_dir, spec, tmp_path / "one", **opts)
+    for i in (1, 2, 3):
+        info = run_eval(varied_model_dir, spec, tmp_path / f"s{i}", shard=(i, 3), **opts)
+        assert info["answered_now"] == (0 if i == 3 else 1)
+    merge_shards(tmp_path / "m", [tmp_path / f"s{i}" for i in (1, 2, 3)], plots=False)
+    for name in ("answers.jsonl", "metrics.json"):
+        assert (tmp_path / "m" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
