@@ -127,10 +127,8 @@ def test_api_key_is_sent_but_never_written(tmp_path, monkeypatch):
         (tmp_path / "manifest.txt").write_text(repr(model.manifest()))
         model.close()
         monkeypatch.setenv("DERMVQA_TEST_KEY", "wrong")
-        refused = adapter(server, tmp_path, api_key_env="DERMVQA_TEST_KEY")
         with pytest.raises(EndpointError, match="401"):
-            refused.generate(images(1), ["c"], 8)
-        refused.close()
+            adapter(server, tmp_path, api_key_env="DERMVQA_TEST_KEY")
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "cache.sqlite" for p in files)
     for p in files:
@@ -138,6 +136,16 @@ def test_api_key_is_sent_but_never_written(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR"):
         OpenAIChatAdapter(f"openai:m@{server.url}", api_key_env="NO_SUCH_KEY_VAR")
     assert "NO_SUCH_KEY_VAR" not in os.environ
+
+
+def test_unreachable_endpoint_fails_at_start_not_after_retries(tmp_path):
+    with FakeVLMServer() as server:
+        url = server.url
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match="cannot reach"):
+        OpenAIChatAdapter(f"openai:m@{url}", cache_dir=tmp_path, max_retries=5)
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "cache.sqlite").exists()
 
 
 @pytest.mark.parametrize("spec", ["openai:model", "openai:@http://x/v1", "openai:m@ftp://x", "hf:m@http://x"])

@@ -6,7 +6,8 @@ Each question is one user message: the image as a base64 PNG data URL (`image_ur
 429, 408, 409, 5xx, timeouts, dropped connections and unreadable bodies are retried with exponential backoff
 and seeded jitter (a Retry-After header wins); after the last try the row is a counted failure: error_http,
 error_timeout or error_malformed. Other 4xx fail the row at once (error_http); 401/403/404 stop the run, since
-every row would fail alike. Empty content is "empty"; a `refusal` or finish_reason "content_filter" is
+every row would fail alike, and so does an endpoint that cannot be reached or refuses the key when the
+backend starts (GET /models). Empty content is "empty"; a `refusal` or finish_reason "content_filter" is
 "refused". Every reply is committed to the SQLite cache (dermvqa/eval/adapters/cache.py) before it is used,
 so a rerun, or a run after kill -9, sends no answered request again. The API key is read from the named
 environment variable and only sent in the Authorization header, never written anywhere.
@@ -93,10 +94,24 @@ class ChatEndpoint:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.client = openai.OpenAI(base_url=self.url, api_key=os.environ[api_key_env] if api_key_env else NO_KEY,
                                     timeout=timeout, max_retries=0)
+        self._preflight()
         self.cache = ReplyCache(cache_dir, table) if cache_dir is not None else None
         self.rng = random.Random(seed)
         self.served: set[str] = set()
         self.lock = threading.Lock()
+
+    def _preflight(self) -> None:
+        """Fail at once when the endpoint cannot be reached or refuses the key (not after every row's retries)."""
+        import openai
+
+        try:
+            self.client.models.list()
+        except openai.APIConnectionError as e:
+            raise EndpointError(f"{self.url}: cannot reach the endpoint ({type(e).__name__}); is the server up?") from e
+        except openai.APIStatusError as e:
+            if e.status_code in (401, 403):
+                raise EndpointError(f"{self.url}: the endpoint answered {e.status_code} ({e.message}); check the API "
+                                    "key env var") from e  # other answers (no /models route): the chat calls decide
 
     def ask(self, content: list[dict] | str, prompt: str, image_sha256: str, max_tokens: int) -> dict:
         """One answer row for a user message (from the cache when it holds this request)."""
