@@ -1,14 +1,20 @@
-"""Is this photo like the images the model was trained on? A class-conditional Gaussian on pooled vision features.
+"""Is this photo like the images the model was trained on? A class-conditional Gaussian on pooled vision features
+and image colour/texture statistics.
 
 At the end of training (`fit_from_records`, called by dermvqa/train/trainer.py's save_final) the training
 images go through the model's own vision tower; each image is summarised by its pooled features
-(`POOLINGS`) and labelled by its trained diagnosis. One Gaussian per diagnosis with a shared, shrunk
-covariance is fitted on most of the images (Mahalanobis scoring, as in Lee et al. 2018); the score of a
-photo is its smallest squared Mahalanobis distance to a class mean, divided by the feature size. The
-rest of the training images are held out of the fit, and the abstention threshold is the `quantile` of
-their scores, so about 1 - quantile of in-distribution photos would be flagged. The summary is
-`dermvqa_ood.safetensors` + `dermvqa_ood.json` in the model folder: plain transformers ignores both.
-`dermvqa ood-fit` adds them to an existing model; scripts/bench_trust.py compares poolings and methods.
+(`POOLINGS`) followed by `image_statistics` (colour, layout and texture of the whole photo, which a 32-64 px
+tower does not see: a dermoscopy model's tower alone let most smartphone and atlas photos through), and
+labelled by its trained diagnosis. Each feature is standardised on the fitted images, then one Gaussian per
+diagnosis with a shared, shrunk covariance is fitted on most of the images (Mahalanobis scoring, as in Lee
+et al. 2018); the score of a photo is its smallest squared Mahalanobis distance to a class mean, divided by
+the feature size. The rest of the training images are held out of the fit, and the abstention threshold is
+the `quantile` of their scores, so about 1 - quantile of in-distribution photos would be flagged. Nothing but
+the training images goes into the fit; the method and its settings were chosen on Fitzpatrick17k train photos
+against HAM10000 validation images (scripts/bench_ood_real.py measures them on other photos). The summary is
+`dermvqa_ood.safetensors` + `dermvqa_ood.json` (format `FORMAT_VERSION`; version-1 folders, without image
+statistics, still load) in the model folder: plain transformers ignores both. `dermvqa ood-fit` adds them to
+an existing model; scripts/bench_trust.py compares poolings and methods.
 """
 from __future__ import annotations
 
@@ -18,14 +24,19 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 TENSORS_FILE = "dermvqa_ood.safetensors"
 META_FILE = "dermvqa_ood.json"
+FORMAT_VERSION = 2  # 1: no "version" key, raw features, no image statistics
 NOTICE = "This photo is unlike the images this model was trained on"
-POOLINGS = ("tower_mean", "tower_meanstd", "projected_mean")
+POOLINGS = ("tower_mean", "tower_meanstd", "projected_mean", "layers_meanstd")
 DEFAULT_POOLING = "tower_meanstd"
+DEFAULT_QUANTILE = 0.99
+SCALE_FLOOR = 0.01  # a feature (a colour bin) nearly constant on the fitted images counts as varying this much
+STATS_SIDE = 128  # image statistics are computed on the whole photo squeezed to this square
 
 
 def _llava(model):
@@ -56,44 +67,92 @@ def pooled_feature_sets(model, processor, images: list[Image.Image], poolings=PO
             pix = processor.image_processor(chunk, return_tensors="pt")["pixel_values"]
             res = llava.get_image_features(pixel_values=pix.to(llava.device, llava.dtype),
                                            vision_feature_layer=cfg.vision_feature_layer,
-                                           vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+                                           vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                                           output_hidden_states=True)  # every layer: only the read one otherwise
             layer = cfg.vision_feature_layer if isinstance(cfg.vision_feature_layer, int) else -1
             tower = res.hidden_states[layer][:, 1:].float()  # patch tokens, CLS left out
             for pooling in poolings:
-                feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in res.pooler_output]).float() \
-                    if pooling == "projected_mean" else tower
-                pooled = [feats.mean(1)] + ([feats.std(1)] if pooling == "tower_meanstd" else [])
+                if pooling == "layers_meanstd":  # every hidden state, embeddings included (Lee et al. 2018)
+                    pooled = [t for h in res.hidden_states for t in (h[:, 1:].float().mean(1), h[:, 1:].float().std(1))]
+                else:
+                    feats = torch.stack([f.reshape(-1, f.shape[-1]) for f in res.pooler_output]).float() \
+                        if pooling == "projected_mean" else tower
+                    pooled = [feats.mean(1)] + ([feats.std(1)] if pooling == "tower_meanstd" else [])
                 out[pooling].append(torch.cat(pooled, -1).double().cpu())
     finally:
         llava.train(was_training)
     return {pooling: torch.cat(chunks) for pooling, chunks in out.items()}
 
 
+def image_statistics(images: list[Image.Image]) -> torch.Tensor:
+    """Colour and texture descriptors of each whole photo (squeezed to STATS_SIDE px, corners kept), float64:
+    RGB mean and spread, a 4x4 colour layout, brightness mean and spread in 8 rings from the centre (a
+    dermatoscope's round field), a 4x4x4 colour histogram (square-rooted), saturation percentiles, and edge
+    strength and Laplacian percentiles (log) at 5 scales. These see what a 32-64 px tower cannot: how a photo
+    was taken (dermoscopy, smartphone, atlas scan, a painted world), independent of what the tower learned."""
+    n, side = len(images), STATS_SIDE
+    x = np.stack([np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR)) for im in images]) / 255
+    grey = x.mean(-1)
+    flat = x.reshape(n, -1, 3)
+    layout = x.reshape(n, 4, side // 4, 4, side // 4, 3).mean((2, 4)).reshape(n, -1)
+    yy, xx = np.mgrid[:side, :side]
+    ring = np.minimum((np.hypot(yy - (side - 1) / 2, xx - (side - 1) / 2) / (side * 0.72) * 8).astype(int), 7)
+    rings = [f(grey[:, ring == r], 1) for f in (np.mean, np.std) for r in range(8)]
+    code = np.minimum((x * 4).astype(int), 3)
+    code = (code[..., 0] * 16 + code[..., 1] * 4 + code[..., 2]).reshape(n, -1)
+    hist = np.sqrt(np.stack([np.bincount(c, minlength=64) for c in code]) / (side * side))
+    bright = x.max(-1)
+    sat = ((bright - x.min(-1)) / np.maximum(bright, 1e-6)).reshape(n, -1)
+    texture = []
+    for k in (1, 2, 4, 8, 16):
+        g = grey.reshape(n, side // k, k, side // k, k).mean((2, 4))
+        edges = np.abs(np.diff(g, axis=1)).mean((1, 2)) + np.abs(np.diff(g, axis=2)).mean((1, 2))
+        lap = np.abs(4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:])
+        texture += [np.log(edges + 1e-4)[:, None], np.log(np.percentile(lap.reshape(n, -1), [50, 90, 99], 1).T + 1e-4)]
+    return torch.from_numpy(np.concatenate([flat.mean(1), flat.std(1), layout, np.stack(rings, 1), hist,
+                                            np.percentile(sat, [10, 50, 90], 1).T, *texture], 1))
+
+
+def ood_features(model, processor, images: list[Image.Image], pooling: str = DEFAULT_POOLING,
+                 with_image_stats: bool = True) -> torch.Tensor:
+    """What the summary scores: the pooled vision features, followed by `image_statistics` when asked."""
+    pooled = pooled_features(model, processor, images, pooling)
+    return torch.cat([pooled, image_statistics(images)], 1) if with_image_stats else pooled
+
+
 @dataclass
 class OodSummary:
-    means: torch.Tensor       # classes x features
+    means: torch.Tensor       # classes x features, of the standardised features
     precision: torch.Tensor   # features x features, inverse of the shared shrunk covariance
     classes: list[str]
     threshold: float
     meta: dict
+    centre: torch.Tensor      # per-feature mean and spread of the fitted images: features are standardised first
+    scale: torch.Tensor
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Smallest squared Mahalanobis distance to a class mean, per feature size (about 1 in distribution)."""
-        diff = features.double()[:, None, :] - self.means[None]
+        """Smallest squared Mahalanobis distance of the standardised features to a class mean, per feature size
+        (about 1 in distribution)."""
+        diff = ((features.double() - self.centre) / self.scale)[:, None, :] - self.means[None]
         d2 = torch.einsum("ncf,fg,ncg->nc", diff, self.precision, diff)
         return d2.min(1).values / features.shape[1]
+
+    def features(self, model, processor, images: list[Image.Image]) -> torch.Tensor:
+        return ood_features(model, processor, images, self.meta["pooling"], self.meta.get("image_stats", False))
 
     def judge(self, score: float) -> dict:
         """The JSON the report, chat, web page and API carry."""
         unlike = score > self.threshold
+        stats = " and image colour/texture statistics" if self.meta.get("image_stats") else ""
         return {"score": round(float(score), 4), "threshold": round(self.threshold, 4), "unlike_training": unlike,
-                "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta.get('pooling', 'pooled')} vision features",
+                "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta.get('pooling', 'pooled')} vision "
+                          f"features{stats}",
                 "message": f"{NOTICE} (score {score:.2f} above the threshold {self.threshold:.2f} chosen on held-out "
                            "training images), so it gives no diagnosis: have the lesion examined in person."
                            if unlike else ""}
 
     def check(self, model, processor, image: Image.Image) -> dict:
-        return self.judge(float(self.scores(pooled_features(model, processor, [image], self.meta["pooling"]))[0]))
+        return self.judge(float(self.scores(self.features(model, processor, [image]))[0]))
 
     def save(self, model_dir: str | Path) -> None:
         from safetensors.torch import save_file
@@ -101,29 +160,44 @@ class OodSummary:
         from atomic_files import write_text_atomic
 
         model_dir = Path(model_dir)
-        save_file({"means": self.means.contiguous(), "precision": self.precision.contiguous()},
+        save_file({name: getattr(self, name).contiguous() for name in ("means", "precision", "centre", "scale")},
                   str(model_dir / TENSORS_FILE))
         write_text_atomic(model_dir / META_FILE, json.dumps(
-            {**self.meta, "classes": self.classes, "threshold": self.threshold}, indent=1))
+            {**self.meta, "version": FORMAT_VERSION, "classes": self.classes, "threshold": self.threshold},
+            indent=1))
 
 
-def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quantile: float = 0.99,
-        shrinkage: float = 0.01, meta: dict | None = None) -> OodSummary:
-    """Class means + shared covariance (shrunk towards its mean variance) from `features`; the threshold is the
-    `quantile` of the held-out images' scores."""
+def ledoit_wolf_shrinkage(centred: torch.Tensor) -> float:
+    """The Ledoit-Wolf (2004) share by which the covariance of `centred` rows is best shrunk towards its mean
+    variance: near 0 with many images per feature, near 1 with fewer images than features."""
+    n, dim = centred.shape
+    cov = centred.T @ centred / n
+    target = cov - (cov.trace() / dim) * torch.eye(dim, dtype=cov.dtype)
+    spread = ((centred ** 2).sum(1) ** 2).sum() / n - (cov ** 2).sum()  # sum_k |x_k x_k^T - cov|^2 / n
+    return float((spread / n).clamp(max=(target ** 2).sum()) / (target ** 2).sum().clamp(min=1e-12))
+
+
+def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quantile: float = DEFAULT_QUANTILE,
+        shrinkage: float | None = None, meta: dict | None = None) -> OodSummary:
+    """Standardise each feature on `features`, then class means + shared covariance shrunk towards its mean
+    variance (by `shrinkage`, or the Ledoit-Wolf share when None); the threshold is the `quantile` of the
+    held-out images' scores."""
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
     if len(features) < 2 or len(held_out) < 1:
         raise ValueError(f"too few images to fit ({len(features)}) and hold out ({len(held_out)})")
     features = features.double()
+    centre, scale = features.mean(0), features.std(0, correction=0).clamp(min=SCALE_FLOOR)
+    z = (features - centre) / scale
     classes = sorted(set(labels))
     index = torch.tensor([classes.index(lab) for lab in labels])
-    means = torch.stack([features[index == i].mean(0) for i in range(len(classes))])
-    centred = features - means[index]
-    cov = centred.T @ centred / len(features)
+    means = torch.stack([z[index == i].mean(0) for i in range(len(classes))])
+    centred = z - means[index]
+    cov = centred.T @ centred / len(z)
     dim = cov.shape[0]
+    shrinkage = ledoit_wolf_shrinkage(centred) if shrinkage is None else shrinkage
     cov = (1 - shrinkage) * cov + shrinkage * (cov.trace() / dim) * torch.eye(dim, dtype=cov.dtype)
-    summary = OodSummary(means, torch.linalg.inv(cov), classes, 0.0, dict(meta or {}))
+    summary = OodSummary(means, torch.linalg.inv(cov), classes, 0.0, dict(meta or {}), centre, scale)
     held = summary.scores(held_out)
     summary.threshold = float(torch.quantile(held, quantile))
     summary.meta.update({"n_fit": len(features), "n_held_out": len(held_out), "quantile": quantile,
@@ -132,7 +206,8 @@ def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quant
 
 
 def load_summary(model_dir: str | Path) -> OodSummary | None:
-    """The model folder's summary, or None when it has none (an older model: no OOD check)."""
+    """The model folder's summary, or None when it has none (an older model: no OOD check). A version-1 folder
+    (raw pooled features, no image statistics) loads and scores as it did; a newer version is refused."""
     model_dir = Path(model_dir)
     if not (model_dir / TENSORS_FILE).is_file() or not (model_dir / META_FILE).is_file():
         return None
@@ -140,10 +215,22 @@ def load_summary(model_dir: str | Path) -> OodSummary | None:
 
     tensors = load_file(str(model_dir / TENSORS_FILE))
     meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    version = meta.pop("version", 1)
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{model_dir / META_FILE}: out-of-distribution format version {version}, this dermvqa "
+                         f"reads 1 and {FORMAT_VERSION}; update dermvqa or refit with `dermvqa ood-fit`")
+    if version == 1:
+        dim = tensors["means"].shape[1]
+        tensors.update(centre=torch.zeros(dim, dtype=torch.float64), scale=torch.ones(dim, dtype=torch.float64))
+        meta["image_stats"] = False
+    missing = sorted({"means", "precision", "centre", "scale"} - set(tensors))
+    if missing:
+        raise ValueError(f"{model_dir / TENSORS_FILE} lacks {', '.join(missing)} (version {version} needs them)")
     classes, threshold = meta.pop("classes"), float(meta.pop("threshold"))
     if tensors["means"].shape[0] != len(classes) or meta.get("pooling") not in POOLINGS:
         raise ValueError(f"{model_dir / META_FILE} does not match {TENSORS_FILE} (classes or pooling)")
-    return OodSummary(tensors["means"], tensors["precision"], classes, threshold, meta)
+    return OodSummary(tensors["means"], tensors["precision"], classes, threshold, meta, tensors["centre"],
+                      tensors["scale"])
 
 
 def training_images(records: list[dict]) -> dict[str, str]:
@@ -169,7 +256,8 @@ def fit_split(images, max_images: int = 5000, held_out_share: float = 0.15, seed
 
 def fit_from_records(model, processor, records: list[dict], image_root: str | Path, out_dir: str | Path | None,
                      pooling: str = DEFAULT_POOLING, max_images: int = 5000, held_out_share: float = 0.15,
-                     quantile: float = 0.99, seed: int = 0, min_images: int = 20) -> OodSummary | None:
+                     quantile: float = DEFAULT_QUANTILE, seed: int = 0, min_images: int = 20,
+                     with_image_stats: bool = True) -> OodSummary | None:
     """Fit on (up to `max_images` of) the records' training images, write the summary into `out_dir` (None:
     do not write, e.g. on ranks that do not save) and return it; None, with a note, for under `min_images`
     images. Every rank must call it under ZeRO-3."""
@@ -181,12 +269,12 @@ def fit_from_records(model, processor, records: list[dict], image_root: str | Pa
     root = Path(image_root)
 
     def feats(group, chunk=256):  # a chunk of decoded photos in memory at a time
-        return torch.cat([pooled_features(model, processor, [Image.open(root / n).convert("RGB")
-                                                             for n in group[i:i + chunk]], pooling)
+        return torch.cat([ood_features(model, processor, [Image.open(root / n).convert("RGB")
+                                                          for n in group[i:i + chunk]], pooling, with_image_stats)
                           for i in range(0, len(group), chunk)])
 
     summary = fit(feats(fit_names), [images[n] for n in fit_names], feats(held), quantile,
-                  meta={"pooling": pooling, "images": len(images)})
+                  meta={"pooling": pooling, "image_stats": with_image_stats, "images": len(images)})
     if out_dir is not None:
         summary.save(out_dir)
     return summary

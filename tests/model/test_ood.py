@@ -1,5 +1,7 @@
-"""Out-of-distribution summary: the Mahalanobis score, the held-out threshold, the files in the model folder
-(plain transformers still loads it), and `dermvqa ood-fit` on a tiny model and a small synthetic world."""
+"""Out-of-distribution summary: the standardised Mahalanobis score, the image statistics and layer features
+against direct computations, the held-out threshold, the files in the model folder (plain transformers still
+loads it; a version-1 folder still loads and scores as before; a newer one is refused in one line), and
+`dermvqa ood-fit` on a tiny model and a small synthetic world."""
 import shutil
 
 import numpy as np
@@ -9,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 from transformers import LlavaForConditionalGeneration
 
-from dermvqa.model.ood import META_FILE, NOTICE, TENSORS_FILE, fit, fit_split, load_summary, training_images
+from dermvqa.model.ood import (META_FILE, NOTICE, STATS_SIDE, TENSORS_FILE, fit, fit_split, image_statistics,
+                               load_summary, ood_features, pooled_features, training_images)
 from tests.conftest import PAD_PHOTO
 
 
@@ -22,12 +25,18 @@ def _gaussians(n, rng, shift=0.0):
 def test_score_is_the_smallest_class_mahalanobis_distance_and_the_threshold_holds():
     rng = np.random.default_rng(0)
     train, labels = _gaussians(2000, rng)
+    train[:, 5] *= 1000  # a feature on another scale: standardisation must take it out
     held, _ = _gaussians(500, rng)
+    held[:, 5] *= 1000
     s = fit(train, labels, held, quantile=0.99, shrinkage=0.0)
     x = torch.tensor(rng.normal(0, 2, (5, 6)))
-    cov = np.cov((train.numpy() - s.means.numpy()[[0 if lab == "a" else 1 for lab in labels]]).T, bias=True)
+    z = (train.numpy() - train.numpy().mean(0)) / train.numpy().std(0)
+    zx = (x.numpy() - train.numpy().mean(0)) / train.numpy().std(0)
+    is_a = np.array(labels) == "a"
+    class_means = [z[is_a].mean(0), z[~is_a].mean(0)]
+    cov = np.cov(np.where(is_a[:, None], z - class_means[0], z - class_means[1]).T, bias=True)
     prec = np.linalg.inv(cov)
-    direct = [min((v - m) @ prec @ (v - m) for m in s.means.numpy()) / 6 for v in x.numpy()]
+    direct = [min((v - m) @ prec @ (v - m) for m in class_means) / 6 for v in zx]
     assert s.scores(x).numpy() == pytest.approx(direct, rel=1e-6)
     fresh, _ = _gaussians(5000, rng)
     assert 0.002 < (s.scores(fresh) > s.threshold).float().mean() < 0.03  # about 1 - quantile
@@ -36,6 +45,72 @@ def test_score_is_the_smallest_class_mahalanobis_distance_and_the_threshold_hold
     verdict = s.judge(s.threshold * 2)
     assert verdict["unlike_training"] and verdict["message"].startswith(NOTICE)
     assert not s.judge(s.threshold / 2)["unlike_training"] and s.judge(0.0)["message"] == ""
+
+
+def test_image_statistics_of_plain_and_split_photos():
+    red = Image.new("RGB", (300, 200), (255, 0, 0))
+    halves = Image.new("RGB", (STATS_SIDE, STATS_SIDE), (0, 0, 0))
+    halves.paste((255, 255, 255), (0, 0, STATS_SIDE // 2, STATS_SIDE))  # left half white
+    plain, split = image_statistics([red, halves]).numpy()
+    assert plain[:6] == pytest.approx([1, 0, 0, 0, 0, 0]) and split[:6] == pytest.approx([0.5] * 6)
+    assert plain[6:54].reshape(16, 3) == pytest.approx(np.tile([1, 0, 0], (16, 1)))  # 4x4 colour layout
+    assert split[6:54].reshape(4, 4, 3)[:, :, 0] == pytest.approx(np.tile([1, 1, 0, 0], (4, 1)))
+    assert split[54:62] == pytest.approx([0.5] * 8) and split[62:70] == pytest.approx([0.5] * 8)  # rings, both halves
+    hist = plain[70:134] ** 2  # square-rooted 4x4x4 histogram: pure red is bin (3, 0, 0)
+    assert hist[3 * 16] == pytest.approx(1) and hist.sum() == pytest.approx(1)
+    assert split[70:134] ** 2 == pytest.approx(np.eye(64)[0] * 0.5 + np.eye(64)[63] * 0.5)
+    assert plain[134:137] == pytest.approx([1, 1, 1])  # saturation percentiles
+    edges = split[137::4]  # log edge strength at 5 scales: one black-white step across 127 columns of gaps
+    assert edges[0] == pytest.approx(np.log(1 / (STATS_SIDE - 1) + 1e-4))
+    assert plain[137::4] == pytest.approx([np.log(1e-4)] * 5)
+
+
+def test_features_are_pooled_vision_features_then_image_statistics(tiny_model_dir):
+    from dermvqa.infer.generate import load_model
+
+    model, processor = load_model(tiny_model_dir, device="cpu")
+    photos = [Image.open(PAD_PHOTO).convert("RGB"), Image.new("RGB", (90, 60), (200, 120, 90))]
+    both = ood_features(model, processor, photos, "layers_meanstd")
+    pix = processor.image_processor(photos, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pix, output_hidden_states=True).hidden_states
+    direct = torch.cat([t for h in hidden for t in (h[:, 1:].mean(1), h[:, 1:].std(1))], 1).double()
+    assert both[:, :direct.shape[1]] == pytest.approx(direct, abs=1e-5)
+    assert torch.equal(both[:, direct.shape[1]:], image_statistics(photos))
+    assert torch.equal(ood_features(model, processor, photos, "tower_meanstd", with_image_stats=False),
+                       pooled_features(model, processor, photos, "tower_meanstd"))
+
+
+def test_a_version_1_folder_still_loads_and_a_newer_one_is_refused(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    rng = np.random.default_rng(1)
+    means, x = torch.tensor(rng.normal(0, 1, (2, 4))), torch.tensor(rng.normal(0, 1, (3, 4)))
+    a = torch.tensor(rng.normal(0, 1, (4, 4)))
+    precision = a @ a.T + torch.eye(4, dtype=torch.float64)
+    save_file({"means": means, "precision": precision}, str(tmp_path / TENSORS_FILE))
+    (tmp_path / META_FILE).write_text(json.dumps({"pooling": "tower_meanstd", "classes": ["a", "b"],
+                                                  "threshold": 1.5, "quantile": 0.99}))
+    old = load_summary(tmp_path)
+    direct = [min(float((v - m) @ precision @ (v - m)) for m in means) / 4 for v in x]
+    assert old.scores(x).numpy() == pytest.approx(direct, rel=1e-9) and old.threshold == 1.5
+    assert old.meta["image_stats"] is False and "statistics" not in old.judge(1.0)["method"]
+    (tmp_path / "resaved").mkdir()
+    old.save(tmp_path / "resaved")
+    again = load_summary(tmp_path / "resaved")
+    assert again.scores(x).numpy() == pytest.approx(direct, rel=1e-9)
+    assert json.loads((tmp_path / "resaved" / META_FILE).read_text())["version"] == 2
+    (tmp_path / META_FILE).write_text(json.dumps({"version": 3, "pooling": "tower_meanstd", "classes": ["a", "b"],
+                                                  "threshold": 1.5}))
+    with pytest.raises(ValueError, match=f"{META_FILE}: out-of-distribution format version 3") as err:
+        load_summary(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / META_FILE).write_text(json.dumps({"version": 2, "pooling": "tower_meanstd", "classes": ["a", "b"],
+                                                  "threshold": 1.5}))
+    with pytest.raises(ValueError, match=f"{TENSORS_FILE} lacks centre, scale"):
+        load_summary(tmp_path)
 
 
 def test_training_images_take_the_diagnosis_and_the_split_is_stable():
