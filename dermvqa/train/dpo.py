@@ -32,9 +32,19 @@ from atomic_files import honour_umask, write_text_atomic
 from dermvqa.data.conversation import TooLong, record_messages, tokenize_chat
 from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.processor import tokens_per_image
-from dermvqa.train.checkpoints import CompletionMarker, latest_complete, load_checkpoint_weights
+from dermvqa.train.checkpoints import (
+    CompletionMarker,
+    latest_complete,
+    load_checkpoint_weights,
+)
 from dermvqa.train.preflight import check_recipe
-from dermvqa.train.trainer import SKIPPED, load_model, set_aside_previous_run, training_arguments, with_defaults
+from dermvqa.train.trainer import (
+    SKIPPED,
+    load_model,
+    set_aside_previous_run,
+    training_arguments,
+    with_defaults,
+)
 from dermvqa.train.tuning import lora_targets, trainable_summary
 
 SUMMARY = "preference_summary.json"
@@ -139,7 +149,8 @@ def build_trainer(recipe: dict, resume: bool = False) -> tuple[RecipeDPOTrainer,
     pairs = read_pairs(data["pairs"])
     dpo = tr["dpo"]
     args = training_arguments(recipe, out, DPOConfig, beta=float(dpo["beta"]), loss_type=[dpo["loss_type"]],
-                              max_length=None, gradient_checkpointing=False, disable_dropout=True)
+                              max_length=None, gradient_checkpointing=float(tr["checkpoint_layers"]) > 0,
+                              disable_dropout=True)
     args.num_train_epochs = float(tr["epochs"])
     with args.main_process_first(local=False, desc="run folder"):
         if args.should_save:

@@ -1,6 +1,8 @@
 """Stage-3 DPO with TRL: the loss equals a hand computation from policy and reference log-probabilities, and the
 trained adapter exports to a folder plain transformers loads and that answers as dermvqa does."""
 import json
+import signal
+import time
 
 import pytest
 import torch
@@ -9,11 +11,14 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from data_gen.synthetic_world import CONDITIONS, render
+from dermvqa.train.checkpoints import MARKER
 from dermvqa.train.dpo import build_trainer, run_dpo
 from dermvqa.train.recipe import load_recipe
 from tests.conftest import REPO
+from tests.train.tiny_run import cli, losses
 
 QUESTION = "What is the most likely diagnosis?"
+LN2 = 0.6931472  # the DPO loss while the policy equals the reference (LoRA B starts at zero)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +89,7 @@ def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path)
                                     for s in ("chosen", "rejected"))
             margins.append((pc - rc) - (pr - rr))
     expected = torch.stack([-F.logsigmoid(0.1 * m) for m in margins]).mean()
-    assert abs(expected.item() - torch.log(torch.tensor(2.0)).item()) > 1e-3  # the policy really differs
+    assert abs(expected.item() - LN2) > 1e-3  # the policy really differs
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
@@ -114,3 +119,49 @@ def test_trained_adapter_exports_to_plain_llava_that_answers_as_dermvqa(pairs_wo
         plain.append(processor.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     dermvqa_model, dermvqa_processor = load_model(final, device="cpu")  # the adapter folder, merged on load
     assert answer_batch(dermvqa_model, dermvqa_processor, images, [QUESTION] * 3, max_new_tokens=8) == plain
+
+
+def _dpo_cli(world, model_dir, out, *extra, resume=False):
+    args = ["train", str(REPO / "configs" / "tiny_cpu_dpo.yaml"), f"model.path={model_dir}",
+            f"data.pairs={world / 'pairs.jsonl'}", f"data.image_root={world / 'images'}", f"train.output_dir={out}",
+            "train.batch_size=2", "train.logging_steps=1", "train.lr=0.05", *extra]
+    return cli(args + (["--resume"] if resume else []))
+
+
+def test_kill9_then_resume_gives_the_same_curve(pairs_world, tiny_model_dir, tmp_path):
+    extra = ("train.epochs=6", "train.save_steps=4", "train.save_total_limit=3")  # 3 steps an epoch -> 18 steps
+    victim = _dpo_cli(pairs_world, tiny_model_dir, tmp_path / "victim", *extra)
+    marker = tmp_path / "victim" / "checkpoints" / "checkpoint-8" / MARKER
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert victim.poll() is None, "run ended before it could be killed:\n" + victim.communicate()[0][-3000:]
+        assert time.time() < deadline, "no complete checkpoint-8 within 300 s"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    ref = _dpo_cli(pairs_world, tiny_model_dir, tmp_path / "ref", *extra)
+    assert ref.wait(timeout=600) == 0, ref.communicate()[0][-3000:]
+    assert not (tmp_path / "victim" / "model").exists()
+    resumed = _dpo_cli(pairs_world, tiny_model_dir, tmp_path / "victim", *extra, resume=True)
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0 and "resuming from" in out, out[-3000:]
+    ref_curve, got = (losses(json.loads((tmp_path / n / "train_log.json").read_text())) for n in ("ref", "victim"))
+    assert sorted(got) == sorted(ref_curve) == list(range(1, 19))
+    assert all(abs(ref_curve[k] - LN2) > 1e-3 for k in range(3, 19)), ref_curve  # step 2: warm-up lr 0
+    for step, loss in ref_curve.items():
+        assert abs(got[step] - loss) < 1e-5, (step, got[step], loss)
+
+
+def test_zero2_in_one_process_matches_plain(pairs_world, tiny_model_dir, tmp_path):
+    curves = {}
+    for name, ds in (("plain", "null"), ("zero2", str(REPO / "configs" / "deepspeed" / "zero2.json"))):
+        run = _dpo_cli(pairs_world, tiny_model_dir, tmp_path / name, "train.epochs=2", "train.save_steps=3",
+                       f"train.deepspeed={ds}")
+        out = run.communicate(timeout=600)[0]
+        assert run.returncode == 0, out[-3000:]
+        curves[name] = losses(json.loads((tmp_path / name / "train_log.json").read_text()))
+    assert sorted(curves["plain"]) == sorted(curves["zero2"]) == list(range(1, 7))
+    assert all(abs(curves["plain"][k] - LN2) > 1e-3 for k in range(3, 7)), curves  # the policy moved
+    for step, loss in curves["plain"].items():
+        assert abs(curves["zero2"][step] - loss) < 1e-4, (step, curves["zero2"][step], loss)
+    assert (tmp_path / "zero2" / "checkpoints" / "checkpoint-3" / "global_step3").is_dir()  # through the engine
