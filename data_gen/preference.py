@@ -152,7 +152,9 @@ def report_path(out: Path) -> Path:
 
 def export_preference(qa_dir: str | Path, out: str | Path) -> dict:
     """Write the pairs as JSON lines to `out` and the counts to `<out stem>.report.json`; return the report."""
-    out = Path(out)
+    out, qa_dir = Path(out), Path(qa_dir)
+    if not qa_dir.is_dir():
+        raise FileNotFoundError(f"--qa {qa_dir}: no such folder (give the qa/ folder `dermvqa data synth` wrote)")
     pairs, report = preference_pairs(read_records(qa_dir))
     if not pairs:
         raise ValueError(f"{qa_dir}: no preference pair could be made from the train split (skipped: "

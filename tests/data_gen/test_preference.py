@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from data_gen.cli import data_app
 from data_gen.preference import preference_pairs, relation
-from data_gen.records import QARecord, read_records, write_parquet
+from data_gen.records import QARecord, read_records
 
 NEVUS = ["proliferations", "benign", "melanocytic", "Melanocytic nevus"]
 MELANOMA = ["proliferations", "malignant", "melanocytic", "Malignant melanoma, melanoma"]
@@ -86,8 +86,8 @@ def test_each_rule_gives_the_hand_written_rejected_answer():
     assert report["skipped"] == {"category: no preference rule for family category": 1,
                                  "diagnosis: no sibling or cousin among the image's neighbours": 1,
                                  "multiple_choice: no sibling or cousin among the image's neighbours": 1,
-                                 "diagnosis: synthesis chose no neighbour for this image (no multiple-choice or "
-                                 "yes/no negative)": 1}
+                                 ("diagnosis: synthesis chose no neighbour for this image (no multiple-choice or "
+                                  "yes/no negative)"): 1}
     assert report["pairs"] + sum(report["skipped"].values()) == report["train_records"] == 14
     assert report["by_rule"] == {"ontology_sibling": 4, "ontology_cousin": 1, "yes_no_flip": 3, "absent_finding": 2}
     pair = next(p for p in pairs if p["record_id"] == "a2")
