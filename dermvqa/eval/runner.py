@@ -15,7 +15,6 @@ from pathlib import Path
 from atomic_files import write_text_atomic
 from dermvqa.eval.adapters import load_adapter, normalize_spec
 from dermvqa.eval.adapters.base import FAILURES, ModelAdapter
-from dermvqa.eval.adapters.llava import blank_image  # noqa: F401 - dermvqa.quickstarts.ham10000 imports it from here
 from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.loaders import load_bench

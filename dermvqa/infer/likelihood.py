@@ -3,7 +3,7 @@
 The scored continuation is what the chat template puts after the generation prompt for an assistant
 turn holding the reply (e.g. `psoriasis<|im_end|>\n`), so an option that is only a prefix of the
 model's preferred answer is not favoured. Families trained to state a finding before the verdict
-(yes/no, closed morphology: "The lesion looks like X, not Y. Answer: no.") are scored on that whole
+(yes/no, closed morphology, neoplasm: "The lesion looks like X, not Y. Answer: no.") are scored on that whole
 reply: the model's own greedy finding, then each option's verdict (`scored_replies`). Pairs are
 batched with left padding and explicit position ids, and only the last logits are kept, so memory
 stays small for large vocabularies.
@@ -16,7 +16,7 @@ from PIL import Image
 from dermvqa.infer.generate import answer_batch, encode_prompts, prompt_text, user_turn
 
 VERDICT = ". Answer: "
-VERDICT_FAMILIES = {"yes_no", "morphology"}  # closed answers trained as "<finding>. Answer: <option>."
+VERDICT_FAMILIES = {"yes_no", "morphology", "neoplasm"}  # closed answers trained as "<finding>. Answer: <option>."
 
 
 def states_finding(family: str, options: list[str]) -> bool:
