@@ -177,3 +177,13 @@ def convert(src: str | Path, out: str | Path, vision_tower: str | None = None, c
                "weights": {f.name: sha256_file(f) for f in sorted(src.iterdir())
                            if f.suffix in (".safetensors", ".bin")}}
     return save_model_folder(model, processor, out, SIDECAR, sidecar)
+
+
+def convert_cli(src: str, out: str, vision_tower: str | None = None, conv: str | None = None,
+                allow_pickle: bool = False) -> None:
+    """Body of `dermvqa convert-llava-original`."""
+    path = convert(src, out, vision_tower, conv, allow_pickle)
+    sidecar = json.loads((path / SIDECAR).read_text())
+    print(f"converted {src} -> {path}: conversation {sidecar['conversation']}, vision tower "
+          f"{sidecar['vision_tower']}, image_aspect_ratio {sidecar['image_aspect_ratio']}; evaluate it with "
+          f"--model hf:{path}")
