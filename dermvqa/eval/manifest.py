@@ -11,7 +11,6 @@ the other kinds the one file the spec names.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections import Counter
@@ -19,10 +18,10 @@ from pathlib import Path
 
 from atomic_files import write_text_atomic
 from dermvqa.eval.items import Bench, parse_spec
+from dermvqa.model.folder import files_sha256
 
 ADAPTER_FILE = "adapter_manifest.json"
 HAM10000_FILES = ("HAM10000_metadata.csv", "dermamnist_split.csv")
-CHUNK = 1 << 20
 
 
 def benchmark_files(spec: str) -> list[Path]:
@@ -36,15 +35,6 @@ def benchmark_files(spec: str) -> list[Path]:
     if s.kind == "ham10000":
         return sorted(p for p in (s.path / name for name in HAM10000_FILES) if p.is_file())
     raise ValueError(f"bench {spec!r}: {s.path} is a folder; {s.kind}: reads a file")
-
-
-def files_sha256(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in files:
-        with open(p, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

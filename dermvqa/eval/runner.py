@@ -19,8 +19,9 @@ from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.loaders import load_bench
 from dermvqa.eval.manifest import (ADAPTER_FILE, adapter_manifest, benchmark_files, build_manifest, failure_counts,
-                                   files_sha256, stored_adapter_manifest)
+                                   stored_adapter_manifest)
 from dermvqa.eval.shard import SHARD_FILE, read_shards, write_marker
+from dermvqa.model.folder import files_sha256
 from dermvqa.eval.shard import select as shard_select
 
 GRID_CELL = 256

@@ -10,7 +10,6 @@ reproduces the original's conversation format: LLaVA-Med v1.5 (llava_mistral) wa
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import (AutoConfig, AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaImageProcessor, LlavaProcessor)
 
-from dermvqa.model.folder import save_model_folder
+from dermvqa.model.folder import files_sha256, save_model_folder
 from dermvqa.model.generation import greedy_config, stop_ids
 
 IMAGE_TOKEN = "<image>"
@@ -41,14 +40,6 @@ TEMPLATES = {  # the original repos' conversation formats, images first in the f
                   "{% if add_generation_prompt %} ASSISTANT:{% endif %}"),
 }
 DEFAULT_CONV = {"llava_mistral": "mistral_instruct", "llava_llama": "vicuna_v1", "llava": "vicuna_v1"}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_original_state(src: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -174,7 +165,7 @@ def convert(src: str | Path, out: str | Path, vision_tower: str | None = None, c
                                image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
     sidecar = {"source": str(src.resolve()), "vision_tower": str(tower_src), "conversation": conv,
                "image_aspect_ratio": original.get("image_aspect_ratio"),
-               "weights": {f.name: sha256_file(f) for f in sorted(src.iterdir())
+               "weights": {f.name: files_sha256([f]) for f in sorted(src.iterdir())
                            if f.suffix in (".safetensors", ".bin")}}
     return save_model_folder(model, processor, out, SIDECAR, sidecar)
 

@@ -1,6 +1,8 @@
-"""Write a model + processor folder atomically: a temp folder beside the target, renamed when complete."""
+"""Write a model + processor folder atomically (a temp folder beside the target, renamed when complete), and
+hash the files of one (what a manifest records to name the weights a figure came from)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,3 +26,13 @@ def save_model_folder(model, processor, out_dir: str | Path, sidecar_name: str, 
         out.rmdir()
     os.replace(tmp, out)
     return out
+
+
+def files_sha256(files) -> str:
+    """sha256 of the files' bytes read one after another, in the order given (one file: that file's sha256)."""
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -41,7 +41,7 @@ from dermvqa.train.preflight import check_recipe
 from dermvqa.train.trainer import (
     SKIPPED,
     load_model,
-    set_aside_previous_run,
+    prepare_run_folder,
     training_arguments,
     with_defaults,
 )
@@ -154,11 +154,7 @@ def build_trainer(recipe: dict, resume: bool = False) -> tuple[RecipeDPOTrainer,
     args.num_train_epochs = float(tr["epochs"])
     with args.main_process_first(local=False, desc="run folder"):
         if args.should_save:
-            if resume:
-                latest_complete(out / "checkpoints")  # moves half-written checkpoints aside
-            else:
-                set_aside_previous_run(out)
-            out.mkdir(parents=True, exist_ok=True)
+            prepare_run_folder(out, resume)
     set_seed(tr["seed"])
     model, processor = load_model(path, recipe)
     skips = SkipLog(out / SKIPPED, len(pairs), float(data["max_skipped_fraction"]))

@@ -203,11 +203,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     args = training_arguments(recipe, out)  # sets up the process group when launched with several
     with args.main_process_first(local=False, desc="run folder and start model"):
         if args.should_save:
-            if resume:
-                latest_complete(out / "checkpoints")  # moves half-written checkpoints aside
-            else:
-                set_aside_previous_run(out)
-            out.mkdir(parents=True, exist_ok=True)
+            prepare_run_folder(out, resume)
             if recipe["tune"]["mode"] == "qlora":  # inference and export load the adapter on this 4-bit base
                 write_text_atomic(out / QUANT_FILE, quantization_config(recipe["tune"]["quant"]).to_json_string())
         with without_zero3_init(args):
@@ -262,16 +258,19 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     return save_final(trainer, processor, records, out)
 
 
-def set_aside_previous_run(out: Path) -> None:
-    """A fresh run in a used output_dir moves the old run's folders to out/previous-<time>/ (never deletes)."""
-    old = [out / n for n in ("checkpoints", "model", "init", "tensorboard", SKIPPED) if (out / n).exists()]
-    if old:
+def prepare_run_folder(out: Path, resume: bool) -> None:
+    """Before training: a resumed run moves its half-written checkpoints aside; a fresh run in a used output_dir
+    moves the old run's folders to out/previous-<time>/ (never deletes)."""
+    if resume:
+        latest_complete(out / "checkpoints")
+    elif old := [out / n for n in ("checkpoints", "model", "init", "tensorboard", SKIPPED) if (out / n).exists()]:
         keep = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         keep.mkdir(parents=True)
         for folder in old:
             os.replace(folder, keep / folder.name)
         print(f"{out} held an earlier run; moved {', '.join(p.name for p in old)} to {keep} "
               f"(use --resume to continue a run instead)")
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def save_final(trainer, processor, records, out: Path) -> Path:

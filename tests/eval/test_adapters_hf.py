@@ -11,7 +11,7 @@ import transformers as tf
 from PIL import Image
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from dermvqa.eval.adapters.hf import TESTED_MODEL_TYPES, HFAdapter, sha256_file
+from dermvqa.eval.adapters.hf import TESTED_MODEL_TYPES, HFAdapter
 from dermvqa.model.tiny import train_bpe
 from tests.conftest import SHARED_DATA, TINY_TEXTS
 
@@ -245,7 +245,7 @@ def test_manifest_names_weights_template_and_pinned_decoding(family):
     family_dir, adapter = family
     manifest = adapter.manifest()
     weights = sorted(family_dir.glob("*.safetensors"))
-    assert manifest["weights"] == {f.name: sha256_file(f) for f in weights} and weights
+    assert manifest["weights"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in weights} and weights
     assert manifest["path"] == str(family_dir.resolve()) and not manifest["untested_family"]
     assert manifest["model_type"] == adapter.model.config.model_type
     decoding = manifest["decoding"]

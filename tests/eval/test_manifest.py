@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dermvqa.eval import run_eval
-from dermvqa.eval.manifest import benchmark_files, files_sha256
+from dermvqa.eval.manifest import benchmark_files
+from dermvqa.model.folder import files_sha256
 
 FAST = {"max_new_tokens": 6, "n_boot": 20, "plots": False, "blind": False}
 HAM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ham10000"

@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from dermvqa.eval.adapters.base import ModelAdapter
+from dermvqa.model.folder import files_sha256
 from dermvqa.infer.likelihood import VERDICT, finding_of, states_finding
 from dermvqa.model.generation import model_greedy_config
 
@@ -28,14 +29,6 @@ PINNED_FIELDS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "rep
 
 def user_message(question: str) -> dict:
     return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hub_origin(folder: Path) -> dict | None:
@@ -185,7 +178,7 @@ class HFAdapter(ModelAdapter):
             config = self.greedy_config(None).to_dict()
             self._manifest = {
                 "kind": self.kind, "spec": self.spec, **origin, "model_type": self.model_type,
-                "weights": {f.name: sha256_file(f) for f in sorted(folder.iterdir())
+                "weights": {f.name: files_sha256([f]) for f in sorted(folder.iterdir())
                             if f.suffix in WEIGHT_SUFFIXES},
                 "chat_template_sha256": hashlib.sha256(self.processor.chat_template.encode()).hexdigest(),
                 "decoding": {k: config.get(k) for k in PINNED_FIELDS},

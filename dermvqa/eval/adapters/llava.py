@@ -12,21 +12,13 @@ from PIL import Image
 
 import dermvqa
 from dermvqa.eval.adapters.base import ModelAdapter
+from dermvqa.model.folder import files_sha256
 
-CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weight_hashes(folder: Path) -> dict[str, str]:
     """{file name: sha256} of every *.safetensors file in the folder, by name."""
-    return {p.name: file_sha256(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+    return {p.name: files_sha256([p]) for p in sorted(Path(folder).glob("*.safetensors"))}
 
 
 def blank_image(processor) -> Image.Image:
