@@ -28,8 +28,8 @@ def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: P
     from atomic_files import write_text_atomic
     from data_gen.records import open_records
     from dermvqa.eval import run_eval
+    from dermvqa.eval.adapters.llava import LlavaAdapter
     from dermvqa.infer.alert import fit_on_val_measure_on_test
-    from dermvqa.infer.generate import load_model
     from dermvqa.train.recipe import load_recipe
     from dermvqa.train.trainer import run_training
 
@@ -43,8 +43,9 @@ def run_quickstart(name: str, out: Path, data: Path | None, seed: int, recipe: P
                                                 *overrides])
     model_dir = run_training(rec)
     t2 = time.time()
-    model, processor = load_model(model_dir, device="cpu")
-    metrics = run_eval(model_dir, prepared.bench, out / "eval", batch_size=64, blind=True)
+    adapter = LlavaAdapter(model_dir, device="cpu", batch_size=64)  # the one load: eval, referral, plug-in report
+    model, processor = adapter.model, adapter.processor
+    metrics = run_eval(adapter, prepared.bench, out / "eval", batch_size=64, blind=True)
     if len(open_records(prepared.qa_dir / "qa", split="val")):
         alert = fit_on_val_measure_on_test(model_dir, prepared.qa_dir / "qa", prepared.images,
                                            loaded=(model, processor))

@@ -26,8 +26,13 @@ def quickstart(tmp_path, images: int, steps: int, *extra: str):
     return res, out
 
 
-def test_quickstart_small_with_a_referral(tmp_path):
+def test_quickstart_small_with_a_referral(tmp_path, monkeypatch):
+    import dermvqa.infer.generate as generate
+
+    loads, load_model = [], generate.load_model
+    monkeypatch.setattr(generate, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
     res, out = quickstart(tmp_path, 160, 3, "--val-fraction", "0.1")
+    assert len(loads) == 1  # eval, the referral on val and test, and the example answers share one load
     splits = json.loads((out / "world" / "report.json").read_text())["splits"]
     assert set(splits) == {"train", "val", "test"} and splits["val"] < splits["test"] < splits["train"]
     assert "Held-out metrics:" in res.output and "Example answers on held-out images" in res.output

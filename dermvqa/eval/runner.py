@@ -136,8 +136,9 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
              n_boot: int = 1000, seed: int = 0, gap_min_n: int = 10, device: str | None = None,
              plots: bool = True, shard: tuple[int, int] | None = None, adapter_options: dict | None = None,
              judge: str | None = None, judge_api_key_env: str | None = None) -> dict:
-    """Evaluate a model SPEC (llava:DIR, hf:ID_OR_DIR, openai:MODEL@URL, or a folder) on a bench SPEC, write the
-    report into out_dir and return metrics.json's dict. With `shard` (I, N) only that shard's items are answered
+    """Evaluate a model SPEC (llava:DIR, hf:ID_OR_DIR, openai:MODEL@URL, or a folder), or an adapter the caller
+    has loaded (and keeps: it is not closed here), on a bench SPEC, write the report into out_dir and return
+    metrics.json's dict. With `shard` (I, N) only that shard's items are answered
     (see dermvqa.eval.shard) and the run's info is returned; `merge_shards` scores the shards together.
     `judge` (openai:MODEL@URL) scores the open answers with dermvqa.eval.judge (not with `shard`)."""
     if mode not in MODES:
@@ -147,7 +148,7 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
     if judge and shard:
         raise ValueError("--judge is not available with --shard: judge a one-process run")
     t0 = time.perf_counter()
-    spec = normalize_spec(model)
+    spec = model.spec if isinstance(model, ModelAdapter) else normalize_spec(model)
     bench = load_bench(bench_spec, limit=limit)
     selected = bench.items[:limit] if limit else bench.items
     items, missing = check_images(shard_select(selected, shard) if shard else selected)
@@ -168,7 +169,8 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
     resumed = len(pairs) - len(todo)
     answered, answer_s, device_name, dtype = 0, 0.0, None, None
     if todo or not (out / ADAPTER_FILE).exists():  # a shard with no items to answer still records its model
-        adapter = load_adapter(spec, device=device, batch_size=batch_size, cache_dir=out, **(adapter_options or {}))
+        adapter = model if isinstance(model, ModelAdapter) else load_adapter(spec, device=device, batch_size=batch_size,
+                                                                             cache_dir=out, **(adapter_options or {}))
         try:
             if mode == "likelihood" and not adapter.supports_likelihood:
                 raise ValueError(f"--mode likelihood: the {adapter.kind}: backend gives no option likelihood")
@@ -178,7 +180,8 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
             answered = answer_all(adapter, todo, log, mode, batch_size, max_new_tokens, reduce)
             answer_s = time.perf_counter() - t1
         finally:
-            adapter.close()
+            if adapter is not model:
+                adapter.close()
     else:
         manifest = stored_adapter_manifest(out)
     info = {"answered_now": answered, "resumed": resumed, "dropped_partial_line": log.dropped_partial_line,
