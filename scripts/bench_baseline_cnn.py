@@ -217,11 +217,11 @@ def run(args) -> dict:
     if not seconds or seconds <= 0:
         raise ValueError("--seconds must be positive (or give --ours RUN_DIR to take its training seconds)")
     if args.ours:
-        from transformers import AutoImageProcessor
+        from transformers import AutoProcessor
 
-        if not (Path(ours["model"]) / "preprocessor_config.json").is_file():
-            raise FileNotFoundError(f"{ours['model']}: ours' model folder has no preprocessor_config.json")
-        image_processor = AutoImageProcessor.from_pretrained(ours["model"])
+        if not (Path(ours["model"]) / "processor_config.json").is_file():
+            raise FileNotFoundError(f"{ours['model']}: ours' model folder has no processor_config.json")
+        image_processor = AutoProcessor.from_pretrained(ours["model"]).image_processor
     else:
         image_processor = clip_image_processor(recipe["model"]["tiny"]["image_size"])
     settings = {"seconds": seconds, "seconds_from": "--seconds" if args.seconds else "--ours", "threads": args.threads,

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ONTOLOGY, REPO, SHARED_DATA
 
 HAM, F17K = SHARED_DATA / "ham10000", SHARED_DATA / "fitzpatrick17k"
+TOKENIZERS = SHARED_DATA / "tokenizers"
 FIGURES = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "melanoma_recall")
 
 
@@ -101,12 +102,17 @@ def test_budget_and_rows_from_ours(bench, ham_subset, tmp_path, capsys):
     """--ours: rows from its import, seconds from its seconds.train, resolution from its model's processor,
     sampling from the recipe it trained with, and its recorded figures printed beside the baseline's."""
     from data_gen.importers.ham10000 import import_ham10000
-    from dermvqa.model.processor import clip_image_processor
+    from transformers import AutoTokenizer
+
+    from dermvqa.model.processor import IMAGE_TOKEN, build_processor, clip_image_processor
 
     run = tmp_path / "run"
     import_ham10000(ham_subset / "HAM10000_metadata.csv", ham_subset / "images", run / "data",
                     split_file=ham_subset / "dermamnist_split.csv")
-    clip_image_processor(24).save_pretrained(run / "train" / "model")
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZERS / "qwen2.5")
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    build_processor(clip_image_processor(24), tokenizer, 8, tokenizer.chat_template).save_pretrained(
+        run / "train" / "model")  # as training saves a model folder (processor_config.json)
     recipe = (REPO / "configs" / "ham10000_cpu.yaml").read_text().replace("balance: 1.0", "balance: 0.5")
     (run / "train" / "recipe.yaml").write_text(recipe.replace("label_smoothing: 0.1}", "label_smoothing: 0.1, "
                                                               "skin_type_balance: 1.0}"))
@@ -202,7 +208,7 @@ def test_bad_input_is_one_error_line(bench, tmp_path, capsys):
         {"seconds": {"train": 5}, "official_test": {"option_likelihood": figures, "open_answer": figures}}))
     assert bench.main(args) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'train' / 'model'}: ours' model folder has no " \
-                                      "preprocessor_config.json\n"
+                                      "processor_config.json\n"
     assert bench.main(["--data", str(tmp_path), "--seconds", "1", "--out", str(tmp_path / "o.json")]) == 2
     assert capsys.readouterr().err == f"error: --data {tmp_path}: no images/ folder\n"
     assert not (tmp_path / "o.json").exists()
