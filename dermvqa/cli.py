@@ -79,6 +79,7 @@ app = DermvqaApp(help="dermvqa: dermatology VQA data, training, chat, reports an
 app.command("quickstart")(quickstart)
 app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
 app.command("convert-dermlip")(model_commands.convert_dermlip)
+app.command("convert-llava-original")(model_commands.convert_llava_original)
 app.command("build")(model_commands.build)
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")

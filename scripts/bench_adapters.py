@@ -5,9 +5,9 @@
 Rows: `llava:DIR` (dermvqa's own path), `hf:DIR` (the folder loaded as a plain transformers model), and
 `openai:` through the OpenAI-compatible API of `dermvqa serve api` (create_app on 127.0.0.1 in this process,
 the same batching server the command starts) at each --concurrency. The served app gets no out-of-distribution
-summary, so it answers every question (with one, the server would reply with a notice on flagged photos,
-blind images included). The openai: rows send the llava: backend's blank image for the blind control, so
-every row sees the same inputs. Wall time is the whole run_eval call (loading the model included; the
+summary, as `serve api --no-ood` starts it, so it answers every question (with one, the server would reply with
+a notice on flagged photos, blind images included). The openai: rows' blind image is the colour the server lists
+in GET /models (the processor mean), as llava:'s, so every row sees the same inputs. Wall time is the whole run_eval call (loading the model included; the
 server's own load is outside it; an untimed one-item llava: run first pays the imports); each run writes into
 a fresh folder under --out, so no cache is reused.
 A backend that fails is a row with its error. `same as llava:` counts answers (with image and blind) equal
@@ -51,15 +51,11 @@ def run_backend(spec: str, bench: str, out: Path, args, options: dict | None = N
 
 
 def served_runs(model_dir: Path, bench: str, root: Path, args) -> list[dict]:
-    from dermvqa.eval.adapters.llava import blank_image
-    from dermvqa.eval.adapters.openai_chat import OpenAIChatAdapter
     from dermvqa.infer.generate import load_model
     from dermvqa.serve.api import ServerThread, create_app
 
     model, processor = load_model(model_dir)
-    app = create_app(model, processor, model_dir.resolve().name, max_batch=args.serve_max_batch)
-    blank = blank_image(processor)
-    OpenAIChatAdapter.blank_image = lambda self: blank  # the llava: blind image: every row sees the same inputs
+    app = create_app(model, processor, model_dir.resolve().name, max_batch=args.serve_max_batch)  # as --no-ood
     rows = []
     with ServerThread(app) as server:
         for c in args.concurrency:

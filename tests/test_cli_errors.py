@@ -27,6 +27,7 @@ CASES = {
     ("quickstart",): (lambda t: ["--recipe", str(t / "nope.yaml"), "--out", str(t / "q")], "nope.yaml"),
     ("train",): (lambda t: [str(t / "nope.yaml")], "nope.yaml"),
     ("convert-dermlip",): (lambda t: [str(t / "nope"), "--out", str(t / "c")], "nope"),
+    ("convert-llava-original",): (lambda t: [str(t / "nope"), "--out", str(t / "c")], "nope"),
     ("build",): (lambda t: ["--vision", str(t / "nope"), "--llm", str(t / "nope"), "--out", str(t / "b")], "nope"),
     ("eval",): (lambda t: ["--model", str(t), "--bench", "foo:bar", "--out", str(t / "e")], "foo:bar"),
     ("eval", "compare"): (lambda t: [str(t / "nope_a"), str(t / "nope_b")], "nope_a"),

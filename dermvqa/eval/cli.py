@@ -14,6 +14,14 @@ SPEC_HELP = ("benchmark as released: qa:DIR[:SPLIT] (our QA parquet), mmskin:CSV
              "zeroshot:CSV:PAD|HAM|F17K|DAFFODIL (or :classes=FILE), ham10000:DIR[:split=test|val|train|all]; "
              ":root=DATASET_DIR finds the images in the official layout (default: the file's folder)")
 
+def parse_rgb(text: str) -> tuple[int, int, int]:
+    """`R,G,B` (each 0-255) -> a tuple; anything else is an error naming --blank-rgb."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        raise ValueError(f"--blank-rgb {text!r}: expected R,G,B with each value 0-255, e.g. 122,116,104")
+    return tuple(int(p) for p in parts)
+
+
 eval_app = typer.Typer(
     help="Benchmark a model: `dermvqa eval --model DIR --bench SPEC --out DIR` writes metrics.json, "
          "answers.jsonl, report.md and plots (resumable); `dermvqa eval merge` joins --shard runs; "
@@ -36,6 +44,9 @@ def run(ctx: typer.Context,
         api_key_env: str = typer.Option(None, "--api-key-env", help="openai: the environment variable holding "
                                         "the API key (the key is never written to a file)"),
         concurrency: int = typer.Option(None, "--concurrency", min=1, help="openai: requests in flight at most"),
+        blank_rgb: str = typer.Option(None, "--blank-rgb", help="openai: R,G,B of the blind control's image (the "
+                                      "served model's normalisation mean; default: what the endpoint lists, as "
+                                      "dermvqa serve api does, else 128,128,128)"),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="hf: run the model repository's "
                                                "own Python code (only for repositories you trust)"),
         allow_untested: bool = typer.Option(False, "--allow-untested-family", help="hf: run a model family "
@@ -78,6 +89,7 @@ def run(ctx: typer.Context,
     try:
         kind, _ = split_spec(model)
         for flag, value, owner in (("--api-key-env", api_key_env, "openai"), ("--concurrency", concurrency, "openai"),
+                                   ("--blank-rgb", blank_rgb, "openai"),
                                    ("--trust-remote-code", trust_remote_code, "hf"),
                                    ("--allow-untested-family", allow_untested, "hf")):
             if value and kind != owner:
@@ -92,6 +104,7 @@ def run(ctx: typer.Context,
         m = run_eval(model, bench, out, batch_size=batch_size, limit=limit, blind=blind, mode=mode,
                      max_new_tokens=max_new_tokens, device=device, shard=shard_of,
                      adapter_options={"api_key_env": api_key_env, "concurrency": concurrency,
+                                      "blank_rgb": parse_rgb(blank_rgb) if blank_rgb else None,
                                       "trust_remote_code": trust_remote_code or None,
                                       "allow_untested": allow_untested or None},
                      judge=judge, judge_api_key_env=judge_api_key_env)

@@ -63,10 +63,22 @@ def adapter_manifest(out: Path, adapter) -> dict:
 
 
 def stored_adapter_manifest(out: Path) -> dict:
+    """The manifest of the model that made every answer in OUT, for a rerun that loads no model. Where it names
+    weight files in a local folder (llava:, hf: folders) they are hashed again: a model retrained or replaced at
+    the same path is refused, as adapter_manifest refuses it when the rerun loads the model."""
     path = out / ADAPTER_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: the run's model manifest is missing")
-    return json.loads(path.read_text())
+    stored = json.loads(path.read_text())
+    key = next((k for k in ("weights_sha256", "weights") if isinstance(stored.get(k), dict)), None)
+    folder = Path(stored.get("path", ""))
+    if key and stored.get("path") and folder.is_dir():
+        changed = [name for name, sha in sorted(stored[key].items())
+                   if not (folder / name).is_file() or files_sha256([folder / name]) != sha]
+        if changed:
+            raise ValueError(f"{out}: the answers there were made by another model ({key} differ from "
+                             f"{path.name}: {', '.join(changed)} in {folder}); use a new --out folder")
+    return stored
 
 
 def build_manifest(adapter: dict, settings: dict, bench: Bench) -> dict:

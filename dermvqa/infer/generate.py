@@ -33,6 +33,18 @@ def load_model(path: str | Path, device: str | None = None, dtype: torch.dtype |
     return model.to(device).eval(), _left_padded(AutoProcessor.from_pretrained(proc_dir))
 
 
+def mean_rgb(processor) -> tuple[int, int, int]:
+    """The processor's normalisation mean as 8-bit RGB (grey 128 when it has none)."""
+    mean = getattr(processor.image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
+    return tuple(round(255 * m) for m in mean)
+
+
+def blank_image(processor) -> Image.Image:
+    """A uniform image in the processor's mean colour: zero after normalisation, so no visual signal (the blind
+    control's image)."""
+    return Image.new("RGB", (224, 224), mean_rgb(processor))
+
+
 def _left_padded(processor):
     processor.tokenizer.padding_side = "left"
     return processor

@@ -1,4 +1,5 @@
-"""CLI bodies for `dermvqa convert-dermlip` and `dermvqa build` (heavy imports happen inside)."""
+"""CLI bodies for `dermvqa convert-dermlip`, `dermvqa convert-llava-original` and `dermvqa build` (heavy imports
+happen inside)."""
 from typing import Annotated
 
 import typer
@@ -14,6 +15,22 @@ def convert_dermlip(
     from dermvqa.model.dermlip import convert_dermlip_cli
 
     convert_dermlip_cli(src, out, allow_pickle)
+
+
+def convert_llava_original(
+    src: Annotated[str, typer.Argument(help="a checkpoint folder in the original LLaVA code layout (LLaVA-Med v1.5, "
+                                            "SkinVL, LLaVA-1.5): config.json with mm_projector_type mlp2x_gelu")],
+    out: Annotated[str, typer.Option(help="output folder (must not exist or be empty)")],
+    vision_tower: Annotated[str, typer.Option(help="CLIP vision tower folder or hub id when the checkpoint only "
+                                                   "names it (default: its mm_vision_tower)")] = None,
+    conv: Annotated[str, typer.Option(help="conversation format: mistral_instruct | vicuna_v1 (default: by the "
+                                           "checkpoint's model_type)")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="accept pickle .bin weights (files you trust)")] = False,
+):
+    """Convert an original-layout LLaVA checkpoint into a transformers LLaVA folder that hf: and llava: evaluate."""
+    from dermvqa.model.convert_llava_original import convert_cli
+
+    convert_cli(src, out, vision_tower, conv, allow_pickle)
 
 
 def build(

@@ -106,7 +106,7 @@ def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: P
     from tqdm import tqdm
 
     from data_gen.records import read_records
-    from dermvqa.eval.adapters.llava import blank_image
+    from dermvqa.infer.generate import blank_image
 
     test = [r for r in read_records(qa_dir, split="test") if r["family"] == "diagnosis"]
     gold = [CLASSES.index(r["label"]) for r in test]

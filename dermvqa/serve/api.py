@@ -8,7 +8,9 @@ Extra field (plain OpenAI clients neither send nor read it): a request may carry
 (non-streaming only); the reply then carries `"dermvqa": {"explanation": {grid, peak, overlay_png, ...}}`
 (dermvqa/infer/grounding.py). With the model's out-of-distribution summary every reply carries
 `"dermvqa": {"ood": {score, threshold, unlike_training, ...}}`, and a photo unlike the training images is
-answered with that notice instead of a diagnosis (no generation).
+answered with that notice instead of a diagnosis (no generation); `serve api --no-ood` serves without it (an
+eval run that must see every answer). GET /v1/models names, per model, `"dermvqa": {"blank_rgb": [r, g, b]}`:
+the processor's mean colour, which `dermvqa eval --model openai:...` sends as the blind control's image.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dermvqa.infer.chat import PromptTooLong, ReplyStream, check_fits, count_prompt_tokens
+from dermvqa.infer.generate import mean_rgb
 from dermvqa.infer.grounding import explanation_payload
 from dermvqa.serve.api_request import ApiError, ImageSource, parse_request, to_conversation
 from dermvqa.serve.batcher import Batcher
@@ -95,9 +98,12 @@ def create_app(model, processor, model_name: str, api_key: str | None = None, al
     async def health():
         return {"status": "ok", "model": model_name, "queued": batcher.pending()}
 
+    blind = {"blank_rgb": list(mean_rgb(processor))}  # the image a blind control sends: zero after normalisation
+
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "dermvqa"}]}
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "dermvqa",
+                                            "dermvqa": blind}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -201,7 +207,7 @@ class ServerThread:
 
 def run_api(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
             allow_dir: str | Path | None = None, max_batch: int = 8, max_wait_s: float = 0.005,
-            limits: Limits = Limits(), device: str | None = None) -> None:
+            limits: Limits = Limits(), device: str | None = None, ood: bool = True) -> None:
     import uvicorn
 
     from dermvqa.infer.generate import load_model
@@ -209,5 +215,5 @@ def run_api(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
 
     model, processor = load_model(model_dir, device=device)
     app = create_app(model, processor, Path(model_dir).resolve().name, api_key, allow_dir, limits, max_batch,
-                     max_wait_s, ood=load_summary(model_dir))
+                     max_wait_s, ood=load_summary(model_dir) if ood else None)
     uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=128)

@@ -212,6 +212,9 @@ def api(model: Path = MODEL,
         max_batch: int = typer.Option(8, help="most requests generated together (1 = one at a time)"),
         batch_wait_ms: float = typer.Option(5.0, help="how long a free worker waits for more requests to batch"),
         max_request_mb: float = typer.Option(32, help="largest request body, MiB"),
+        ood: bool = typer.Option(True, "--ood/--no-ood", help="answer photos unlike the training images with the "
+                                                              "out-of-distribution notice (--no-ood: always answer, "
+                                                              "e.g. for an eval that compares backends)"),
         device: str = DEVICE):
     """OpenAI-compatible API: /v1/chat/completions (streaming or not), /v1/models, /health."""
     from dermvqa.serve.api import run_api
@@ -219,4 +222,4 @@ def api(model: Path = MODEL,
 
     _warn_if_exposed(host, api_key)
     run_api(model, host, port, api_key, allow_dir, max_batch, batch_wait_ms / 1000,
-            Limits(max_request_bytes=int(max_request_mb * MiB)), device)
+            Limits(max_request_bytes=int(max_request_mb * MiB)), device, ood)

@@ -77,3 +77,5 @@ def test_rerun_with_changed_weights_is_refused(varied_model_dir, qa_world, tmp_p
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match="made by another model .*weights_sha256"):
         run_eval(model, f"qa:{qa_world}", tmp_path / "run", limit=3, **FAST)
+    with pytest.raises(ValueError, match="made by another model .*weights_sha256"):  # nothing left to answer:
+        run_eval(model, f"qa:{qa_world}", tmp_path / "run", limit=2, **FAST)     # no load, the hashes still checked

@@ -214,8 +214,7 @@ def test_kill_9_mid_run_then_rerun_sends_no_cached_request_again(qa_world, tmp_p
             assert key.encode() not in p.read_bytes(), p
 
 
-def test_served_api_gives_the_llava_runs_answers_and_metrics(chatty_model_dir, qa_world, tmp_path, monkeypatch):
-    from dermvqa.eval.adapters.llava import blank_image
+def test_served_api_gives_the_llava_runs_answers_and_metrics(chatty_model_dir, qa_world, tmp_path):
     from dermvqa.eval.runner import run_eval
     from dermvqa.infer.generate import load_model
     from dermvqa.serve.api import ServerThread, create_app
@@ -223,11 +222,16 @@ def test_served_api_gives_the_llava_runs_answers_and_metrics(chatty_model_dir, q
     direct = run_eval(f"llava:{chatty_model_dir}", f"qa:{qa_world}", tmp_path / "llava", max_new_tokens=8,
                       n_boot=200, plots=False)
     model, processor = load_model(chatty_model_dir, device="cpu")
-    blank = blank_image(processor)
-    monkeypatch.setattr(OpenAIChatAdapter, "blank_image", lambda self: blank)  # the same blind image as llava:
+    mean = tuple(round(255 * m) for m in processor.image_processor.image_mean)
+    assert mean != (128, 128, 128)  # so the grey fallback would be a different blind input
     with ServerThread(create_app(model, processor, "chatty")) as server:
         served = run_eval(f"openai:chatty@{server.url}/v1", f"qa:{qa_world}", tmp_path / "openai", max_new_tokens=8,
                           n_boot=200, plots=False, adapter_options={"concurrency": 4})
+        chosen = OpenAIChatAdapter(f"openai:chatty@{server.url}/v1", blank_rgb=(1, 2, 3))
+        assert chosen.blank_image().getpixel((0, 0)) == (1, 2, 3)  # --blank-rgb wins over the listed colour
+        chosen.close()
+    assert served["manifest"]["adapter"]["blank_image_rgb"] == list(mean)  # listed by serve api's GET /models
+    assert served["manifest"]["adapter"]["blank_image_from"] == "the endpoint's GET /models"
     replies = {}
     for run in ("llava", "openai"):
         rows = [json.loads(line) for line in (tmp_path / run / "answers.jsonl").read_text().splitlines()]

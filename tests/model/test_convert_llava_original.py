@@ -76,8 +76,12 @@ def original_logits(original_parts, image: Image.Image, prompt: str) -> torch.Te
     return llm(inputs_embeds=embeds).logits[0]
 
 
-def test_converted_logits_equal_the_original_forward(original, tmp_path):
-    out = convert(original[0], tmp_path / "converted")
+def test_converted_logits_equal_the_original_forward(original, tmp_path, capsys):
+    from dermvqa.cli import app
+
+    out = tmp_path / "converted"  # through the command a user runs
+    assert app.run(["convert-llava-original", str(original[0]), "--out", str(out)]) == 0
+    assert f"--model hf:{out}" in capsys.readouterr().out
     model = LlavaForConditionalGeneration.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]

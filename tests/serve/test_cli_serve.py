@@ -70,3 +70,27 @@ def test_serve_web_command(chatty_model_dir):
         assert "Research software, not a medical device" in str(page)
     finally:
         stop(proc)
+
+
+def test_serve_api_no_ood_answers_every_photo_and_lists_the_blind_colour(trusted_model_dir):
+    from transformers import AutoProcessor
+
+    from dermvqa.model.ood import NOTICE
+
+    model_dir, _ = trusted_model_dir
+    answers = {}
+    for flag in ("--ood", "--no-ood"):
+        port = free_port()
+        proc = start(["serve", "api", "--model", str(model_dir), flag], port)
+        try:
+            wait_until_up(proc, f"http://127.0.0.1:{port}/health")
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+            listed = client.models.list().data[0]
+            reply = client.chat.completions.create(model=listed.id, messages=ask(PAD_URI), max_tokens=6)
+            answers[flag] = reply.choices[0].message.content
+        finally:
+            stop(proc)
+        mean = AutoProcessor.from_pretrained(model_dir).image_processor.image_mean
+        assert listed.model_extra["dermvqa"]["blank_rgb"] == [round(255 * m) for m in mean]
+    assert answers["--ood"].startswith(NOTICE)  # the PAD-UFES-20 photo is unlike the synthetic world
+    assert answers["--no-ood"] and not answers["--no-ood"].startswith(NOTICE)

@@ -15,7 +15,7 @@ ADAPTERS = {"llava": ("dermvqa.eval.adapters.llava", "LlavaAdapter"),
             "openai": ("dermvqa.eval.adapters.openai_chat", "OpenAIChatAdapter")}
 ADAPTER_OPTIONS = {"llava": ("device", "batch_size"),
                    "hf": ("device", "trust_remote_code", "allow_untested"),
-                   "openai": ("api_key_env", "concurrency", "cache_dir", "timeout", "max_retries")}
+                   "openai": ("api_key_env", "concurrency", "cache_dir", "timeout", "max_retries", "blank_rgb")}
 SPEC_FORMS = "llava:DIR (or a bare folder), hf:ID_OR_DIR, openai:MODEL@URL"
 
 

@@ -17,11 +17,13 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from dermvqa.eval.adapters.base import ModelAdapter
 from dermvqa.model.folder import files_sha256
+from dermvqa.infer.generate import blank_image
 from dermvqa.infer.likelihood import VERDICT, finding_of, states_finding
 from dermvqa.model.generation import model_greedy_config
 
 # config.model_type of every family tests/eval/test_adapters_hf.py builds and checks.
-TESTED_MODEL_TYPES = ("gemma3", "idefics3", "llava", "llava_onevision", "qwen2_5_vl")
+TESTED_MODEL_TYPES = ("gemma3", "idefics3", "llava", "llava_next", "llava_onevision", "qwen2_5_vl", "qwen2_vl",
+                      "smolvlm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PINNED_FIELDS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "repetition_penalty",
                  "no_repeat_ngram_size", "length_penalty", "eos_token_id", "pad_token_id")
@@ -59,7 +61,7 @@ class HFAdapter(ModelAdapter):
         self.model_type = config.model_type
         if self.model_type not in TESTED_MODEL_TYPES and not allow_untested:
             raise ValueError(f"--model {spec}: model_type {self.model_type!r} is not a tested family "
-                             f"({', '.join(TESTED_MODEL_TYPES)}); pass --allow-untested to run it anyway "
+                             f"({', '.join(TESTED_MODEL_TYPES)}); pass --allow-untested-family to run it anyway "
                              "(the report says so)")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -79,10 +81,12 @@ class HFAdapter(ModelAdapter):
                                                   tokenize=False)
 
     def encode(self, images: list[Image.Image], prompts: list[str]) -> dict:
-        """Processor inputs on the model's device; the rendered template holds every special token (bos
-        included), so the tokenizer adds none, as apply_chat_template(tokenize=True) does."""
+        """Processor inputs on the model's device. As apply_chat_template(tokenize=True) does, the tokenizer adds
+        its special tokens only where the rendered template does not open with bos (LLaVA-NeXT's [INST] one)."""
+        bos = self.processor.tokenizer.bos_token
         batch = self.processor(images=[[im.convert("RGB")] for im in images], text=prompts, padding=True,
-                               add_special_tokens=False, return_tensors="pt")
+                               add_special_tokens=not (bos and all(p.startswith(bos) for p in prompts)),
+                               return_tensors="pt")
         return {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
                 for k, v in batch.items()}
 
@@ -160,8 +164,7 @@ class HFAdapter(ModelAdapter):
         return rows
 
     def blank_image(self) -> Image.Image:
-        mean = getattr(self.processor.image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
-        return Image.new("RGB", (224, 224), tuple(round(255 * m) for m in mean))
+        return blank_image(self.processor)
 
     def manifest(self) -> dict:
         if self._manifest is None:

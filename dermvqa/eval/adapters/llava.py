@@ -21,12 +21,6 @@ def weight_hashes(folder: Path) -> dict[str, str]:
     return {p.name: files_sha256([p]) for p in sorted(Path(folder).glob("*.safetensors"))}
 
 
-def blank_image(processor) -> Image.Image:
-    """A uniform image in the processor's mean colour: zero after normalisation, so no visual signal."""
-    mean = getattr(processor.image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
-    return Image.new("RGB", (224, 224), tuple(round(255 * m) for m in mean))
-
-
 class LlavaAdapter(ModelAdapter):
     kind = "llava"
     supports_likelihood = True
@@ -61,6 +55,8 @@ class LlavaAdapter(ModelAdapter):
         return rows
 
     def blank_image(self) -> Image.Image:
+        from dermvqa.infer.generate import blank_image
+
         return blank_image(self.processor)
 
     def manifest(self) -> dict:

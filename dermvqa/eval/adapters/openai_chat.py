@@ -11,6 +11,9 @@ backend starts (GET /models). Empty content is "empty"; a `refusal` or finish_re
 "refused". Every reply is committed to the SQLite cache (dermvqa/eval/adapters/cache.py) before it is used,
 so a rerun, or a run after kill -9, sends no answered request again. The API key is read from the named
 environment variable and only sent in the Authorization header, never written anywhere.
+The blind control's image is uniform in `blank_rgb` when given (the served model's normalisation mean), else
+in the colour the endpoint names for the model in GET /models (`dermvqa serve api` does: "dermvqa":
+{"blank_rgb": [...]}), else grey 128; the manifest says which.
 """
 from __future__ import annotations
 
@@ -94,24 +97,35 @@ class ChatEndpoint:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.client = openai.OpenAI(base_url=self.url, api_key=os.environ[api_key_env] if api_key_env else NO_KEY,
                                     timeout=timeout, max_retries=0)
-        self._preflight()
+        self.listed = self._preflight()
         self.cache = ReplyCache(cache_dir, table) if cache_dir is not None else None
         self.rng = random.Random(seed)
         self.served: set[str] = set()
         self.lock = threading.Lock()
 
-    def _preflight(self) -> None:
-        """Fail at once when the endpoint cannot be reached or refuses the key (not after every row's retries)."""
+    def _preflight(self) -> list:
+        """GET /models: fail at once when the endpoint cannot be reached or refuses the key (not after every row's
+        retries); returns the listed models (none when the endpoint has no such route)."""
         import openai
 
         try:
-            self.client.models.list()
+            return list(self.client.models.list())
         except openai.APIConnectionError as e:
             raise EndpointError(f"{self.url}: cannot reach the endpoint ({type(e).__name__}); is the server up?") from e
         except openai.APIStatusError as e:
             if e.status_code in (401, 403):
                 raise EndpointError(f"{self.url}: the endpoint answered {e.status_code} ({e.message}); check the API "
                                     "key env var") from e  # other answers (no /models route): the chat calls decide
+            return []
+
+    def listed_blank_rgb(self) -> tuple[int, int, int] | None:
+        """The blind-image colour the endpoint lists for this model (dermvqa serve api's extra field), if any."""
+        for m in self.listed:
+            extra = getattr(m, "dermvqa", None) if m.id == self.model else None
+            rgb = extra.get("blank_rgb") if isinstance(extra, dict) else None
+            if isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in rgb):
+                return tuple(rgb)
+        return None
 
     def ask(self, content: list[dict] | str, prompt: str, image_sha256: str, max_tokens: int) -> dict:
         """One answer row for a user message (from the cache when it holds this request)."""
@@ -190,11 +204,17 @@ class OpenAIChatAdapter(ModelAdapter):
     kind = "openai"
 
     def __init__(self, spec: str, api_key_env: str | None = None, concurrency: int = 4, cache_dir=None,
-                 timeout: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0):
+                 timeout: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0,
+                 blank_rgb: tuple[int, int, int] | None = None):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if blank_rgb is not None and (len(blank_rgb) != 3 or not all(0 <= int(v) <= 255 for v in blank_rgb)):
+            raise ValueError(f"blank_rgb must be three values 0-255, got {blank_rgb!r}")
         self.spec, self.concurrency = spec, concurrency
         self.endpoint = ChatEndpoint(spec, api_key_env, timeout, max_retries, cache_dir, "answers", backoff_s)
+        listed = self.endpoint.listed_blank_rgb()
+        self.blank = ((tuple(int(v) for v in blank_rgb), "--blank-rgb") if blank_rgb is not None else
+                      (listed, "the endpoint's GET /models") if listed is not None else ((128, 128, 128), "default grey"))
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-eval")
 
     def generate(self, images: list[Image.Image], questions: list[str], max_new_tokens: int) -> list[dict]:
@@ -209,10 +229,13 @@ class OpenAIChatAdapter(ModelAdapter):
             order.append((question, digest))
         return [dict(jobs[k].result()) for k in order]
 
+    def blank_image(self) -> Image.Image:
+        return Image.new("RGB", (224, 224), self.blank[0])
+
     def manifest(self) -> dict:
         return {"kind": self.kind, "spec": self.spec, "endpoint": self.endpoint.url,
                 "requested_model": self.endpoint.model, "served_model": self.endpoint.served_model(),
-                "prompt_template": PROMPT_FORMAT,
+                "prompt_template": PROMPT_FORMAT, "blank_image_rgb": list(self.blank[0]), "blank_image_from": self.blank[1],
                 "decoding": "temperature 0, max_tokens = the run's max_new_tokens",
                 "settings": {**self.endpoint.settings(), "concurrency": self.concurrency}}
 
