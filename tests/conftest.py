@@ -17,6 +17,16 @@ TINY_TEXTS = [
 ] * 20
 
 
+def load_script(name: str):
+    """scripts/NAME.py imported as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A random-init tiny LLaVA saved as a standard transformers folder (built once per session)."""

@@ -2,13 +2,12 @@
 the figures it prints and saves equal a direct computation from the predictions it saved, the budget comes from
 --seconds or from ours' recorded training seconds, and ours' figures are printed beside the baseline's."""
 import csv
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from tests.conftest import ONTOLOGY, REPO, SHARED_DATA
+from tests.conftest import ONTOLOGY, REPO, SHARED_DATA, load_script
 
 HAM, F17K = SHARED_DATA / "ham10000", SHARED_DATA / "fitzpatrick17k"
 TOKENIZERS = SHARED_DATA / "tokenizers"
@@ -17,10 +16,7 @@ FIGURES = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "melanoma_recall"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_baseline_cnn", REPO / "scripts" / "bench_baseline_cnn.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_baseline_cnn")
 
 
 def _rows(path):

@@ -1,13 +1,12 @@
 """scripts/bench_dpo.py's own figures on hand-made QA records and answers.jsonl (no model, no training): melanoma
 recall, the sibling share of wrong diagnoses, balanced accuracy, ECE and Brier equal a computation by hand; the
 verdict rule; a missing run folder is a one-line error."""
-import importlib.util
 import json
 
 import pytest
 
 from dermvqa.eval.compare import StoredAnswers
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 MEL, NEV, BCC = "Malignant melanoma, melanoma", "Melanocytic nevus", "Basal cell carcinoma"
 PSO, ECZ, TINEA = "Psoriasis", "Eczema", "Tinea corporis"
@@ -33,10 +32,7 @@ CLOSED = {"y1": (["yes", "no"], 0, [0.8, 0.2], [0.9, 0.1]),
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_dpo", REPO / "scripts" / "bench_dpo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_dpo")
 
 
 def record(rid, family, label, path, split="test", options=(), answer_index=-1):

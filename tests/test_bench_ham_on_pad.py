@@ -1,22 +1,18 @@
 """scripts/bench_ham_on_pad.py: the PAD-UFES-20 rows it uses and skips, counted on the real metadata, and its
 figures (accuracy, balanced accuracy, macro-F1, melanoma recall) against a direct count."""
 import csv
-import importlib.util
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA, load_script
 
 PAD, HAM = SHARED_DATA / "pad-ufes-20", SHARED_DATA / "ham10000"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ham_on_pad", REPO / "scripts" / "bench_ham_on_pad.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_ham_on_pad")
 
 
 def test_pad_rows_used_and_skipped_on_the_real_files(bench):

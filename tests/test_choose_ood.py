@@ -1,21 +1,17 @@
 """scripts/choose_ood.py: each candidate's threshold, abstention and flagged shares against a direct computation
 from dermvqa.model.ood.fit, and the selection rule (abstention cap, worst outside set, ties to the higher q)."""
-import importlib.util
 
 import numpy as np
 import pytest
 import torch
 
 from dermvqa.model.ood import POOLINGS, fit
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def chooser():
-    spec = importlib.util.spec_from_file_location("choose_ood", REPO / "scripts" / "choose_ood.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("choose_ood")
 
 
 def fake_features(n: int, shift: float, seed: int) -> dict:

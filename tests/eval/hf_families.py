@@ -66,21 +66,27 @@ def trained_tokenizer(specials: list[str], **roles) -> TokenizersBackend:
     return TokenizersBackend(tokenizer_object=train_bpe(TINY_TEXTS + QUESTIONS, 300, specials), **roles)
 
 
-def qwen2_5_vl():
+def qwen_vl(processor_cls, config_cls, model_cls, vision: dict):
+    """A Qwen2-VL-style model (Qwen2-VL, Qwen2.5-VL) with the real Qwen2.5 tokenizer and 4 px patches."""
     tok = tf.AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
     grid = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
-    processor = tf.Qwen2_5_VLProcessor(image_processor=tf.Qwen2VLImageProcessor(min_pixels=256, max_pixels=256, **grid),
-                                    video_processor=tf.Qwen2VLVideoProcessor(**grid), tokenizer=tok,
-                                    chat_template=QWEN_VL_TEMPLATE)
+    processor = processor_cls(image_processor=tf.Qwen2VLImageProcessor(min_pixels=256, max_pixels=256, **grid),
+                              video_processor=tf.Qwen2VLVideoProcessor(**grid), tokenizer=tok,
+                              chat_template=QWEN_VL_TEMPLATE)
     ids = tok.convert_tokens_to_ids
-    config = tf.Qwen2_5_VLConfig(
+    config = config_cls(
         text_config=tiny_text(len(tok), rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
                               eos_token_id=ids("<|im_end|>"), pad_token_id=tok.pad_token_id),
-        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
-                       "window_size": 8, "fullatt_block_indexes": [0], **grid, "spatial_merge_size": 2},
+        vision_config={**vision, **grid, "spatial_merge_size": 2},
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"))
-    return tf.Qwen2_5_VLForConditionalGeneration(config), processor
+    return model_cls(config), processor
+
+
+def qwen2_5_vl():
+    return qwen_vl(tf.Qwen2_5_VLProcessor, tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration,
+                   {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                    "window_size": 8, "fullatt_block_indexes": [0]})
 
 
 def llava_onevision():
@@ -137,20 +143,8 @@ def idefics3():
 
 
 def qwen2_vl():
-    tok = tf.AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
-    grid = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2}
-    processor = tf.Qwen2VLProcessor(image_processor=tf.Qwen2VLImageProcessor(min_pixels=256, max_pixels=256, **grid),
-                                    video_processor=tf.Qwen2VLVideoProcessor(**grid), tokenizer=tok,
-                                    chat_template=QWEN_VL_TEMPLATE)
-    ids = tok.convert_tokens_to_ids
-    config = tf.Qwen2VLConfig(
-        text_config=tiny_text(len(tok), rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                              eos_token_id=ids("<|im_end|>"), pad_token_id=tok.pad_token_id),
-        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2,
-                       "patch_size": 4, "temporal_patch_size": 2, "spatial_merge_size": 2},
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"))
-    return tf.Qwen2VLForConditionalGeneration(config), processor
+    return qwen_vl(tf.Qwen2VLProcessor, tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration,
+                   {"depth": 1, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2})
 
 
 def llava_next():
