@@ -130,9 +130,9 @@ def main() -> None:
                                           "ham_on_pad", args.n_boot)
     summary = load_summary(args.model)
     if summary is not None:
-        flagged = np.concatenate([summary.scores(summary.features(model, processor, [Image.open(p).convert("RGB")
-                                                                                     for p, _, _ in pad[i:i + 64]]))
-                                  .numpy() for i in range(0, len(pad), 64)]) > summary.threshold
+        flagged = np.concatenate([summary.flags(summary.features(model, processor, [Image.open(p).convert("RGB")
+                                                                                    for p, _, _ in pad[i:i + 64]]))
+                                  .numpy() for i in range(0, len(pad), 64)])
         kept = ~flagged
         right = preds["pad-ufes-20"] == np.array(gold)
         result["pad_ood"] = {"flagged": round(float(flagged.mean()), 4), "kept": int(kept.sum()),
@@ -152,9 +152,13 @@ def main() -> None:
                                                  .rjust(24) for k in FIGURES))
     print("PAD-UFES-20 by Fitzpatrick type (accuracy, balanced accuracy; (few) = under 10 photos):")
     for t, f in result["pad_by_skin_type"]["types"].items():
+        lo, hi = f["accuracy"]["ci"]
         print(f"  {t:8} n {f['n']:4d}{' (few)' if f['few_items'] else '':6} acc {f['accuracy']['value']:.3f} "
-              f"{f['accuracy']['ci']}  bal {f['balanced_accuracy']['value']:.3f}")
-    print(f"  gap (best - worst type): {json.dumps(result['pad_by_skin_type']['gap']['accuracy'])}")
+              f"[{lo:.3f}, {hi:.3f}]  bal {f['balanced_accuracy']['value']:.3f}")
+    gap = result["pad_by_skin_type"]["gap"]["accuracy"]
+    print("  accuracy gap, best - worst type with >= 10 photos: " + (
+        f"{gap['gap']:.3f} [{gap['ci'][0]:.3f}, {gap['ci'][1]:.3f}] ({gap['best']} vs {gap['worst']})"
+        if "gap" in gap else gap["not_computed"]))
     if "pad_ood" in result:
         o = result["pad_ood"]
         print(f"out of distribution: {o['flagged']:.3f} of PAD photos flagged; accuracy on all {o['accuracy_all']:.3f}, "

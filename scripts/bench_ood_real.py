@@ -60,21 +60,29 @@ def real_sets(data: Path, world: Path | None) -> dict[str, list[Path]]:
     return sets
 
 
-def score_images(summary, model, processor, paths: list[Path], batch: int = 64) -> np.ndarray:
-    out = []
+def score_images(summary, model, processor, paths: list[Path], batch: int = 64) -> dict[str, np.ndarray]:
+    """{"score": Gaussian score, "flag": unlike the training images, "outlier": outlier-head score (with a head)}."""
+    out = {"score": [], "flag": [], "outlier": []}
     for i in range(0, len(paths), batch):
-        images = [Image.open(p).convert("RGB") for p in paths[i:i + batch]]
-        out.append(summary.scores(summary.features(model, processor, images)).numpy())
-    return np.concatenate(out)
+        feats = summary.features(model, processor, [Image.open(p).convert("RGB") for p in paths[i:i + batch]])
+        out["score"].append(summary.scores(feats).numpy())
+        out["flag"].append(summary.flags(feats).numpy())
+        if summary.outlier is not None:
+            out["outlier"].append(summary.outlier_scores(feats).numpy())
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
-def set_figures(scores: np.ndarray, inside: np.ndarray, threshold: float) -> dict:
-    flagged = int((scores > threshold).sum())
-    both = np.concatenate([inside, scores])
-    is_out = np.r_[np.zeros(len(inside), bool), np.ones(len(scores), bool)]
-    return {"n": len(scores), "flagged": round(flagged / len(scores), 4),
-            "flagged_ci95": wilson_interval(flagged, len(scores)), "median_score": round(float(np.median(scores)), 4),
-            "auroc_vs_inside": round(auc(both, is_out), 4)}
+def set_figures(scores: dict, inside: dict) -> dict:
+    """Flagged share with its Wilson interval, median score, AUROC of each score against the inside set."""
+    flagged = int(scores["flag"].sum())
+    is_out = np.r_[np.zeros(len(inside["score"]), bool), np.ones(len(scores["score"]), bool)]
+    out = {"n": len(scores["score"]), "flagged": round(flagged / len(scores["score"]), 4),
+           "flagged_ci95": wilson_interval(flagged, len(scores["score"])),
+           "median_score": round(float(np.median(scores["score"])), 4),
+           "auroc_vs_inside": round(auc(np.r_[inside["score"], scores["score"]], is_out), 4)}
+    if "outlier" in scores:
+        out["auroc_outlier_head"] = round(auc(np.r_[inside["outlier"], scores["outlier"]], is_out), 4)
+    return out
 
 
 def selective_accuracy(run_dir: Path, summary, model, processor) -> dict:
@@ -91,7 +99,7 @@ def selective_accuracy(run_dir: Path, summary, model, processor) -> dict:
         raise ValueError(f"{run_dir / 'answers.jsonl'}: {len(unknown)} answers name items not in {run['bench']}, "
                          f"e.g. {unknown[0]}")
     images = sorted({items[r["id"]].images[0] for r in rows})
-    kept_image = dict(zip(images, score_images(summary, model, processor, images) <= summary.threshold))
+    kept_image = dict(zip(images, ~score_images(summary, model, processor, images)["flag"]))
     scorer, by_family = TextScorer(), defaultdict(lambda: {"all": [], "kept": []})
     for r in rows:
         it = items[r["id"]]
@@ -135,15 +143,19 @@ def main() -> None:
     inside = scores[f"{args.inside}-test"]
     result = {"model": str(args.model), "method": summary.judge(0.0)["method"], "threshold": summary.threshold,
               "inside": f"{args.inside}-test",
-              "sets": {name: set_figures(s, inside, summary.threshold) for name, s in scores.items()}}
+              "outlier_threshold": summary.outlier_threshold,
+              "sets": {name: set_figures(s, inside) for name, s in scores.items()}}
     result["abstention_in_distribution"] = result["sets"][f"{args.inside}-test"]["flagged"]
     result["scoring_seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{args.model}: {result['method']}, threshold {summary.threshold:.3f}; in distribution: {result['inside']}")
-    print(f"{'set':22} {'n':>5} {'flagged':>8} {'95% CI':>15} {'median':>9} {'AUROC':>6}")
+    head = summary.outlier is not None
+    print(f"{'set':22} {'n':>5} {'flagged':>8} {'95% CI':>17} {'median':>9} {'AUROC':>6}"
+          + (f" {'AUROC head':>10}" if head else ""))
     for name, f in result["sets"].items():
         auroc = "-" if name == result["inside"] else f"{f['auroc_vs_inside']:.3f}"
-        print(f"{name:22} {f['n']:5d} {f['flagged']:8.3f} {str(f['flagged_ci95']):>15} {f['median_score']:9.3f} "
-              f"{auroc:>6}")
+        head_auroc = "-" if name == result["inside"] else f"{f.get('auroc_outlier_head', 0):.3f}"
+        print(f"{name:22} {f['n']:5d} {f['flagged']:8.3f} {str(f['flagged_ci95']):>17} {f['median_score']:9.3f} "
+              f"{auroc:>6}" + (f" {head_auroc:>10}" if head else ""))
     print(f"abstention in distribution: {result['abstention_in_distribution']:.3f}; scored "
           f"{sum(len(v) for v in sets.values())} images in {result['scoring_seconds']} s")
     if args.answers:

@@ -13,7 +13,8 @@ the `quantile` of their scores, so about 1 - quantile of in-distribution photos 
 the training images goes into the fit; the method and its settings were chosen on Fitzpatrick17k train photos
 against HAM10000 validation images (scripts/bench_ood_real.py measures them on other photos). The summary is
 `dermvqa_ood.safetensors` + `dermvqa_ood.json` (format `FORMAT_VERSION`; version-1 folders, without image
-statistics, still load) in the model folder: plain transformers ignores both. `dermvqa ood-fit` adds them to
+statistics, and version-2 ones, without the outlier head of dermvqa/model/ood_outlier.py, still load) in the model
+folder: plain transformers ignores both. `dermvqa ood-fit` adds them to
 an existing model; scripts/bench_trust.py compares poolings and methods.
 """
 from __future__ import annotations
@@ -28,9 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dermvqa.model.ood_outlier import DEFAULT_L2, fit_head, head_scores
+
 TENSORS_FILE = "dermvqa_ood.safetensors"
 META_FILE = "dermvqa_ood.json"
-FORMAT_VERSION = 2  # 1: no "version" key, raw features, no image statistics
+FORMAT_VERSION = 3  # 1: no "version" key, raw features, no image statistics; 2: no outlier head
 NOTICE = "This photo is unlike the images this model was trained on"
 POOLINGS = ("tower_mean", "tower_meanstd", "projected_mean", "layers_meanstd")
 DEFAULT_POOLING = "tower_meanstd"
@@ -129,30 +132,53 @@ class OodSummary:
     meta: dict
     centre: torch.Tensor      # per-feature mean and spread of the fitted images: features are standardised first
     scale: torch.Tensor
+    outlier: torch.Tensor | None = None       # dermvqa/model/ood_outlier.py: weights + bias, when fitted
+    outlier_threshold: float | None = None
+
+    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+        return (features.double() - self.centre) / self.scale
+
+    def outlier_scores(self, features: torch.Tensor) -> torch.Tensor | None:
+        """The outlier head's logit per photo (None without a head)."""
+        return None if self.outlier is None else head_scores(self.outlier, self.standardised(features))
+
+    def flags(self, features: torch.Tensor) -> torch.Tensor:
+        """Per photo: unlike the training images (either score above its threshold)."""
+        out = self.scores(features) > self.threshold
+        return out | (self.outlier_scores(features) > self.outlier_threshold) if self.outlier is not None else out
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """Smallest squared Mahalanobis distance of the standardised features to a class mean, per feature size
         (about 1 in distribution)."""
-        diff = ((features.double() - self.centre) / self.scale)[:, None, :] - self.means[None]
+        diff = self.standardised(features)[:, None, :] - self.means[None]
         d2 = torch.einsum("ncf,fg,ncg->nc", diff, self.precision, diff)
         return d2.min(1).values / features.shape[1]
 
     def features(self, model, processor, images: list[Image.Image]) -> torch.Tensor:
         return ood_features(model, processor, images, self.meta["pooling"], self.meta.get("image_stats", False))
 
-    def judge(self, score: float) -> dict:
-        """The JSON the report, chat, web page and API carry."""
-        unlike = score > self.threshold
+    def judge(self, score: float, outlier: float | None = None) -> dict:
+        """The JSON the report, chat, web page and API carry (`outlier`: the outlier head's score, if any)."""
+        by_head = self.outlier is not None and outlier is not None and outlier > self.outlier_threshold
+        unlike = score > self.threshold or by_head
         stats = " and image colour/texture statistics" if self.meta.get("image_stats") else ""
-        return {"score": round(float(score), 4), "threshold": round(self.threshold, 4), "unlike_training": unlike,
-                "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta.get('pooling', 'pooled')} vision "
-                          f"features{stats}",
-                "message": f"{NOTICE} (score {score:.2f} above the threshold {self.threshold:.2f} chosen on held-out "
-                           "training images), so it gives no diagnosis: have the lesion examined in person."
-                           if unlike else ""}
+        head = (f", and a linear outlier head against {self.meta.get('outside', 'reference photos')}"
+                if self.outlier is not None else "")
+        why = (f"outlier score {outlier:.2f} above the threshold {self.outlier_threshold:.2f}" if by_head and
+               score <= self.threshold else f"score {score:.2f} above the threshold {self.threshold:.2f}")
+        out = {"score": round(float(score), 4), "threshold": round(self.threshold, 4), "unlike_training": unlike,
+               "method": f"class-conditional Gaussian (Mahalanobis) on {self.meta.get('pooling', 'pooled')} vision "
+                         f"features{stats}{head}",
+               "message": f"{NOTICE} ({why}, chosen on held-out training images), so it gives no diagnosis: have "
+                          "the lesion examined in person." if unlike else ""}
+        if self.outlier is not None and outlier is not None:
+            out.update(outlier_score=round(float(outlier), 4), outlier_threshold=round(self.outlier_threshold, 4))
+        return out
 
     def check(self, model, processor, image: Image.Image) -> dict:
-        return self.judge(float(self.scores(self.features(model, processor, [image]))[0]))
+        feats = self.features(model, processor, [image])
+        outlier = self.outlier_scores(feats)
+        return self.judge(float(self.scores(feats)[0]), None if outlier is None else float(outlier[0]))
 
     def save(self, model_dir: str | Path) -> None:
         from safetensors.torch import save_file
@@ -160,11 +186,12 @@ class OodSummary:
         from atomic_files import write_text_atomic
 
         model_dir = Path(model_dir)
-        save_file({name: getattr(self, name).contiguous() for name in ("means", "precision", "centre", "scale")},
-                  str(model_dir / TENSORS_FILE))
-        write_text_atomic(model_dir / META_FILE, json.dumps(
-            {**self.meta, "version": FORMAT_VERSION, "classes": self.classes, "threshold": self.threshold},
-            indent=1))
+        names = ("means", "precision", "centre", "scale") + (("outlier",) if self.outlier is not None else ())
+        save_file({name: getattr(self, name).contiguous() for name in names}, str(model_dir / TENSORS_FILE))
+        head = {"outlier_threshold": self.outlier_threshold} if self.outlier is not None else {}
+        write_text_atomic(model_dir / META_FILE, json.dumps(  # version 2 when there is no head: older readers load it
+            {**self.meta, **head, "version": FORMAT_VERSION if self.outlier is not None else 2,
+             "classes": self.classes, "threshold": self.threshold}, indent=1))
 
 
 def ledoit_wolf_shrinkage(centred: torch.Tensor) -> float:
@@ -178,10 +205,12 @@ def ledoit_wolf_shrinkage(centred: torch.Tensor) -> float:
 
 
 def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quantile: float = DEFAULT_QUANTILE,
-        shrinkage: float | None = None, meta: dict | None = None) -> OodSummary:
+        shrinkage: float | None = None, meta: dict | None = None, outside: torch.Tensor | None = None,
+        l2: float = DEFAULT_L2) -> OodSummary:
     """Standardise each feature on `features`, then class means + shared covariance shrunk towards its mean
     variance (by `shrinkage`, or the Ledoit-Wolf share when None); the threshold is the `quantile` of the
-    held-out images' scores."""
+    held-out images' scores. With `outside` (features of reference photos unlike the training images) also the
+    outlier head (dermvqa/model/ood_outlier.py), its threshold the same quantile of its held-out scores."""
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
     if len(features) < 2 or len(held_out) < 1:
@@ -202,6 +231,10 @@ def fit(features: torch.Tensor, labels: list[str], held_out: torch.Tensor, quant
     summary.threshold = float(torch.quantile(held, quantile))
     summary.meta.update({"n_fit": len(features), "n_held_out": len(held_out), "quantile": quantile,
                          "shrinkage": shrinkage, "held_out_median": float(held.median())})
+    if outside is not None:
+        summary.outlier = fit_head(z, summary.standardised(outside), l2)
+        summary.outlier_threshold = float(torch.quantile(summary.outlier_scores(held_out), quantile))
+        summary.meta.update({"n_outside": len(outside), "outlier_l2": l2})
     return summary
 
 
@@ -216,21 +249,23 @@ def load_summary(model_dir: str | Path) -> OodSummary | None:
     tensors = load_file(str(model_dir / TENSORS_FILE))
     meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
     version = meta.pop("version", 1)
-    if version not in (1, FORMAT_VERSION):
+    if version not in (1, 2, FORMAT_VERSION):
         raise ValueError(f"{model_dir / META_FILE}: out-of-distribution format version {version}, this dermvqa "
-                         f"reads 1 and {FORMAT_VERSION}; update dermvqa or refit with `dermvqa ood-fit`")
+                         f"reads 1 to {FORMAT_VERSION}; update dermvqa or refit with `dermvqa ood-fit`")
     if version == 1:
         dim = tensors["means"].shape[1]
         tensors.update(centre=torch.zeros(dim, dtype=torch.float64), scale=torch.ones(dim, dtype=torch.float64))
         meta["image_stats"] = False
-    missing = sorted({"means", "precision", "centre", "scale"} - set(tensors))
+    missing = sorted({"means", "precision", "centre", "scale"} - set(tensors)
+                     | ({"outlier", "outlier_threshold"} - {*tensors, *meta} if version == FORMAT_VERSION else set()))
     if missing:
         raise ValueError(f"{model_dir / TENSORS_FILE} lacks {', '.join(missing)} (version {version} needs them)")
     classes, threshold = meta.pop("classes"), float(meta.pop("threshold"))
     if tensors["means"].shape[0] != len(classes) or meta.get("pooling") not in POOLINGS:
         raise ValueError(f"{model_dir / META_FILE} does not match {TENSORS_FILE} (classes or pooling)")
+    outlier_threshold = meta.pop("outlier_threshold", None)
     return OodSummary(tensors["means"], tensors["precision"], classes, threshold, meta, tensors["centre"],
-                      tensors["scale"])
+                      tensors["scale"], tensors.get("outlier"), outlier_threshold)
 
 
 def training_images(records: list[dict]) -> dict[str, str]:

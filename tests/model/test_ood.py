@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 from transformers import LlavaForConditionalGeneration
 
-from dermvqa.model.ood import (META_FILE, NOTICE, STATS_SIDE, TENSORS_FILE, fit, fit_split, image_statistics,
-                               load_summary, ood_features, pooled_features, training_images)
+from dermvqa.model.ood import (FORMAT_VERSION, META_FILE, NOTICE, STATS_SIDE, TENSORS_FILE, fit, fit_split,
+                               image_statistics, load_summary, ood_features, pooled_features, training_images)
 from tests.conftest import PAD_PHOTO
 
 
@@ -81,6 +81,44 @@ def test_features_are_pooled_vision_features_then_image_statistics(tiny_model_di
                        pooled_features(model, processor, photos, "tower_meanstd"))
 
 
+def test_outlier_head_is_the_logistic_optimum_flags_its_kind_and_round_trips(tmp_path):
+    """Reference photos of another kind: the head's weights satisfy the optimum's gradient condition (so it is the
+    regularised logistic regression), photos like the references are flagged though the Gaussian alone passes them,
+    the threshold keeps held-out abstention near 1 - quantile, and the folder (version 3) loads to the same flags."""
+    import json
+
+    rng = np.random.default_rng(4)
+    train, labels = _gaussians(1500, rng)
+    held, _ = _gaussians(400, rng)
+    near = torch.tensor(rng.normal(0, 1, (600, 6)) + np.array([3, 1, 1, 1, 1, 1]))  # a "clinical photo" shift
+    outside, check = near[:300], near[300:]
+    meta = {"pooling": "tower_meanstd", "image_stats": False}
+    plain = fit(train, labels, held, quantile=0.98, meta=meta)
+    s = fit(train, labels, held, quantile=0.98, meta=meta, outside=outside, l2=0.01)
+    alone = float((plain.scores(check) > plain.threshold).float().mean())
+    assert alone < 0.35 and s.flags(check).float().mean() > max(0.5, 1.5 * alone)  # the Gaussian lets most through
+    assert 0.01 < s.flags(held).float().mean() < 0.06
+    z_in, z_out = s.standardised(train), s.standardised(outside)
+    x = torch.cat([z_in, z_out])
+    y = torch.cat([torch.zeros(len(z_in)), torch.ones(len(z_out))]).double()
+    wt = torch.where(y == 1, len(y) / (2 * len(z_out)), len(y) / (2 * len(z_in)))
+    p = torch.sigmoid(x @ s.outlier[:-1] + s.outlier[-1])
+    grad_w = x.T @ (wt * (p - y)) / len(y) + 2 * 0.01 * s.outlier[:-1]
+    grad_b = (wt * (p - y)).mean()
+    assert grad_w.abs().max() < 1e-5 and abs(float(grad_b)) < 1e-5
+    assert s.outlier_threshold == pytest.approx(float(torch.quantile(s.outlier_scores(held), 0.98)))
+    verdict = s.judge(0.0, s.outlier_threshold + 1)
+    assert verdict["unlike_training"] and "outlier score" in verdict["message"] and "outlier_score" in verdict
+    assert not s.judge(0.0, s.outlier_threshold - 1)["unlike_training"]
+    s.save(tmp_path)
+    assert json.loads((tmp_path / META_FILE).read_text())["version"] == FORMAT_VERSION == 3
+    again = load_summary(tmp_path)
+    assert torch.equal(again.flags(check), s.flags(check)) and again.outlier_threshold == s.outlier_threshold
+    (tmp_path / "plain").mkdir()
+    plain.save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / META_FILE).read_text())["version"] == 2  # no head: older readers load it
+
+
 def test_a_version_1_folder_still_loads_and_a_newer_one_is_refused(tmp_path):
     import json
 
@@ -102,9 +140,9 @@ def test_a_version_1_folder_still_loads_and_a_newer_one_is_refused(tmp_path):
     again = load_summary(tmp_path / "resaved")
     assert again.scores(x).numpy() == pytest.approx(direct, rel=1e-9)
     assert json.loads((tmp_path / "resaved" / META_FILE).read_text())["version"] == 2
-    (tmp_path / META_FILE).write_text(json.dumps({"version": 3, "pooling": "tower_meanstd", "classes": ["a", "b"],
+    (tmp_path / META_FILE).write_text(json.dumps({"version": 4, "pooling": "tower_meanstd", "classes": ["a", "b"],
                                                   "threshold": 1.5}))
-    with pytest.raises(ValueError, match=f"{META_FILE}: out-of-distribution format version 3") as err:
+    with pytest.raises(ValueError, match=f"{META_FILE}: out-of-distribution format version 4") as err:
         load_summary(tmp_path)
     assert "\n" not in str(err.value)
     (tmp_path / META_FILE).write_text(json.dumps({"version": 2, "pooling": "tower_meanstd", "classes": ["a", "b"],

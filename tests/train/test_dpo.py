@@ -165,3 +165,25 @@ def test_zero2_in_one_process_matches_plain(pairs_world, tiny_model_dir, tmp_pat
     for step, loss in curves["plain"].items():
         assert abs(curves["zero2"][step] - loss) < 1e-4, (step, curves["zero2"][step], loss)
     assert (tmp_path / "zero2" / "checkpoints" / "checkpoint-3" / "global_step3").is_dir()  # through the engine
+
+
+def test_two_ranks_under_zero2_match_one_process(pairs_world, tiny_model_dir, tmp_path):
+    """torchrun, 2 ranks x 1 pair (gloo on the CPU) against 1 process x 2 pairs, both in DeepSpeed ZeRO-2: the
+    same loss at every step and the same adapter (rank 0 alone writes it)."""
+    from tests.train.test_multiprocess import adapter, torchrun
+
+    zero2 = f"train.deepspeed={REPO / 'configs' / 'deepspeed' / 'zero2.json'}"
+    one = _dpo_cli(pairs_world, tiny_model_dir, tmp_path / "one", "train.epochs=2", "train.save_steps=100", zero2)
+    out = one.communicate(timeout=600)[0]
+    assert one.returncode == 0, out[-3000:]
+    args = ["train", str(REPO / "configs" / "tiny_cpu_dpo.yaml"), f"model.path={tiny_model_dir}",
+            f"data.pairs={pairs_world / 'pairs.jsonl'}", f"data.image_root={pairs_world / 'images'}",
+            f"train.output_dir={tmp_path / 'two'}", "train.batch_size=1", "train.logging_steps=1", "train.lr=0.05",
+            "train.epochs=2", "train.save_steps=100", zero2]
+    assert torchrun(args).count("DPO from") == 1  # rank 0 alone reports
+    ref, two = (losses(json.loads((tmp_path / n / "train_log.json").read_text())) for n in ("one", "two"))
+    assert sorted(ref) == sorted(two) == list(range(1, 7))
+    assert all(abs(ref[k] - LN2) > 1e-3 for k in range(3, 7)), ref  # the policy moved
+    assert all(abs(ref[k] - two[k]) < 1e-4 for k in ref), (ref, two)
+    a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
