@@ -186,4 +186,8 @@ def test_two_ranks_under_zero2_match_one_process(pairs_world, tiny_model_dir, tm
     assert all(abs(ref[k] - LN2) > 1e-3 for k in range(3, 7)), ref  # the policy moved
     assert all(abs(ref[k] - two[k]) < 1e-4 for k in ref), (ref, two)
     a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
-    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert a.keys() == b.keys()
+    # the ranks' all-reduce sums the gradient in another order; Adam at lr 0.05 turns that rounding into ~1e-4
+    # absolute differences after 6 steps, so the weights agree to 1e-3 of their size (the losses to 1e-4)
+    size = max(a[k].abs().max().item() for k in a)
+    assert size > 0.01 and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3 * size
