@@ -92,7 +92,8 @@ def export_pairs(lay: dict, out: Path) -> dict:
     return export_preference(lay["qa"], pairs)
 
 
-def train_dpo(lay: dict, dataset: str, out: Path, max_steps: int | None) -> tuple[Path, float | None, bool]:
+def train_dpo(lay: dict, dataset: str, out: Path, max_steps: int | None,
+              overrides: list[str] = ()) -> tuple[Path, float | None, bool]:
     """(OUT/dpo/model, wall seconds of its training (of the last part, when resumed), reused?)."""
     from dermvqa.train.checkpoints import latest_complete
     from dermvqa.train.dpo import run_dpo  # torch, TRL: imported only to train
@@ -100,7 +101,7 @@ def train_dpo(lay: dict, dataset: str, out: Path, max_steps: int | None) -> tupl
     run, final, timing = out / "dpo", out / "dpo" / "model", out / "dpo" / "bench_dpo_seconds.json"
     recipe = load_recipe(RECIPES[dataset], [f"model.path={lay['model']}", f"data.pairs={out / 'pairs.jsonl'}",
                                             f"data.image_root={lay['images']}", f"train.output_dir={run}",
-                                            f"train.seed={lay['seed']}"]
+                                            f"train.seed={lay['seed']}", *overrides]
                          + ([f"train.max_steps={max_steps}"] if max_steps is not None else []))
     if (final / "adapter_config.json").is_file():
         used = yaml.safe_load((final / "recipe.yaml").read_text())["train"]
@@ -256,7 +257,7 @@ def run(args, lay: dict) -> dict:
     pairs = export_pairs(lay, args.out)
     print(f"  {pairs['pairs']} pairs by rule: {json.dumps(pairs['by_rule'])}")
     print(f"[2/4] DPO on {lay['model']} (seed {lay['seed']}, max_steps {args.max_steps or 'recipe'})")
-    adapter, seconds, reused = train_dpo(lay, args.dataset, args.out, args.max_steps)
+    adapter, seconds, reused = train_dpo(lay, args.dataset, args.out, args.max_steps, args.set)
     print(f"  {'reused' if reused else 'trained'} {adapter}: {seconds if seconds is not None else '?'} wall seconds")
     merged = args.out / "dpo_export"
     for stale in [] if reused else [merged, *(args.out / "eval").glob("dpo_*"), args.out / "eval" / "compare_generate"]:
@@ -281,7 +282,7 @@ def run(args, lay: dict) -> dict:
     keep, why = verdict(figs)
     return {"dataset": args.dataset, "run": str(args.run), "bench": lay["spec"], "limit": args.limit,
             "pairs": pairs, "train": {"seconds": seconds, "reused": reused, "seed": lay["seed"],
-                                      "max_steps": args.max_steps, "adapter": str(adapter)},
+                                      "max_steps": args.max_steps, "overrides": args.set, "adapter": str(adapter)},
             "models": {k: str(v) for k, v in models.items()}, "eval": {k: str(v) for k, v in runs.items()},
             "bootstrap": {"resamples": args.n_boot, "seed": args.boot_seed}, "figures": figs,
             "verdict": {"keep_dpo": keep, "why": why}}
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, required=True, help="a finished `dermvqa quickstart` output folder")
     ap.add_argument("--dataset", choices=tuple(QA_ROOT), required=True)
     ap.add_argument("--max-steps", type=int, help="DPO optimizer steps (default: the recipe's, all epochs)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="DPO recipe override, repeatable, e.g. 'train.dpo.loss_type=[sigmoid, sft]'")
     ap.add_argument("--limit", type=int, help="evaluate the first N test items only (default: all)")
     ap.add_argument("--batch-size", type=int, default=32, help="eval batch size")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")

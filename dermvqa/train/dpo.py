@@ -148,7 +148,9 @@ def build_trainer(recipe: dict, resume: bool = False) -> tuple[RecipeDPOTrainer,
     path = start_folder(recipe)
     pairs = read_pairs(data["pairs"])
     dpo = tr["dpo"]
-    args = training_arguments(recipe, out, DPOConfig, beta=float(dpo["beta"]), loss_type=[dpo["loss_type"]],
+    types = dpo["loss_type"] if isinstance(dpo["loss_type"], list) else [dpo["loss_type"]]
+    args = training_arguments(recipe, out, DPOConfig, beta=float(dpo["beta"]), loss_type=types,
+                              loss_weights=dpo.get("loss_weights"),
                               max_length=None, gradient_checkpointing=float(tr["checkpoint_layers"]) > 0,
                               disable_dropout=True)
     args.num_train_epochs = float(tr["epochs"])

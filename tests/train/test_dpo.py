@@ -58,8 +58,11 @@ def sequence_logp(model, processor, image, answer):
     return logp[len(p_ids) - 1:].sum(), len(ids) - len(p_ids)
 
 
-def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path):
-    trainer, counts = build_trainer(dpo_recipe(pairs_world, tiny_model_dir, tmp_path / "run"))
+@pytest.mark.parametrize("with_sft", [False, True], ids=["sigmoid", "sigmoid+sft"])
+def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path, with_sft):
+    """DPO's sigmoid loss; with `loss_type: [sigmoid, sft]` (RPO) plus the mean NLL of the chosen answers' tokens."""
+    extra = ["train.dpo.loss_type=[sigmoid, sft]", "train.dpo.loss_weights=[1.0, 0.5]"] if with_sft else []
+    trainer, counts = build_trainer(dpo_recipe(pairs_world, tiny_model_dir, tmp_path / "run", *extra))
     assert counts["pairs_used"] == 6 and counts["pairs_skipped"]["count"] == 0
     model = trainer.model
     torch.manual_seed(0)
@@ -76,7 +79,7 @@ def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path)
     image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     assert not (batch["completion_mask"].bool() & (batch["input_ids"] == image_id)).any()
     answers = {json.loads(x)["id"]: json.loads(x) for x in (pairs_world / "pairs.jsonl").read_text().splitlines()}
-    margins = []
+    margins, chosen_logp, chosen_tokens = [], 0.0, 0
     with torch.no_grad():
         for k, row in enumerate(rows):
             pair = answers[row["id"]]
@@ -84,12 +87,15 @@ def test_dpo_loss_equals_hand_computation(pairs_world, tiny_model_dir, tmp_path)
             (pc, nc), (pr, nr) = (sequence_logp(model, processor, image, pair[s][0]["content"])
                                   for s in ("chosen", "rejected"))
             assert batch["completion_mask"][k].sum() == nc and batch["completion_mask"][2 + k].sum() == nr
+            chosen_logp, chosen_tokens = chosen_logp + pc, chosen_tokens + nc
             with model.disable_adapter():  # the reference policy: the same weights without the adapter
                 (rc, _), (rr, _) = (sequence_logp(model, processor, image, pair[s][0]["content"])
                                     for s in ("chosen", "rejected"))
             margins.append((pc - rc) - (pr - rr))
     expected = torch.stack([-F.logsigmoid(0.1 * m) for m in margins]).mean()
     assert abs(expected.item() - LN2) > 1e-3  # the policy really differs
+    if with_sft:
+        expected = expected + 0.5 * (-chosen_logp / chosen_tokens)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
