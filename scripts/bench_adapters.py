@@ -7,9 +7,9 @@ Rows: `llava:DIR` (dermvqa's own path), `hf:DIR` (the folder loaded as a plain t
 the same batching server the command starts) at each --concurrency. The served app gets no out-of-distribution
 summary, as `serve api --no-ood` starts it, so it answers every question (with one, the server would reply with
 a notice on flagged photos, blind images included). The openai: rows' blind image is the colour the server lists
-in GET /models (the processor mean), as llava:'s, so every row sees the same inputs. Wall time is the whole run_eval call (loading the model included; the
-server's own load is outside it; an untimed one-item llava: run first pays the imports); each run writes into
-a fresh folder under --out, so no cache is reused.
+in GET /models (the processor mean), as llava:'s, so every row sees the same inputs. Wall time is the whole
+run_eval call (loading the model included; the server's own load is outside it; an untimed one-item llava: run
+first pays the imports); each run writes into a fresh folder under --out, so no cache is reused.
 A backend that fails is a row with its error. `same as llava:` counts answers (with image and blind) equal
 to the llava: run's.
 """

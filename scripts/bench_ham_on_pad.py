@@ -90,8 +90,8 @@ def set_figures(gold: np.ndarray, pred: np.ndarray, rng: np.random.Generator, n_
     point = {k: float(v[0]) for k, v in figs(gold[None], pred[None]).items()}
     idx = rng.integers(0, len(gold), size=(n_boot, len(gold)))
     boots = figs(gold[idx], pred[idx])
-    return ({k: {"value": round(point[k], 4), "ci": [round(float(x), 4) for x in np.nanpercentile(boots[k], [2.5, 97.5])]}
-             for k in FIGURES} | {"n": int(len(gold))}), boots
+    ci = {k: [round(float(x), 4) for x in np.nanpercentile(boots[k], [2.5, 97.5])] for k in FIGURES}
+    return {k: {"value": round(point[k], 4), "ci": ci[k]} for k in FIGURES} | {"n": int(len(gold))}, boots
 
 
 def main() -> None:
@@ -161,8 +161,8 @@ def main() -> None:
         if "gap" in gap else gap["not_computed"]))
     if "pad_ood" in result:
         o = result["pad_ood"]
-        print(f"out of distribution: {o['flagged']:.3f} of PAD photos flagged; accuracy on all {o['accuracy_all']:.3f}, "
-              f"on the {o['kept']} kept {o['accuracy_kept']}")
+        print(f"out of distribution: {o['flagged']:.3f} of PAD photos flagged; accuracy on all "
+              f"{o['accuracy_all']:.3f}, on the {o['kept']} kept {o['accuracy_kept']}")
     print(f"scored {sum(len(v) for v in sets.values())} photos in {result['seconds']} s")
     if args.out:
         write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")

@@ -65,10 +65,11 @@ def score_images(summary, model, processor, paths: list[Path], batch: int = 64) 
     out = {"score": [], "flag": [], "outlier": []}
     for i in range(0, len(paths), batch):
         feats = summary.features(model, processor, [Image.open(p).convert("RGB") for p in paths[i:i + batch]])
-        out["score"].append(summary.scores(feats).numpy())
-        out["flag"].append(summary.flags(feats).numpy())
-        if summary.outlier is not None:
-            out["outlier"].append(summary.outlier_scores(feats).numpy())
+        score, outlier = summary.scores(feats), summary.outlier_scores(feats)
+        out["score"].append(score.numpy())
+        out["flag"].append(summary.unlike(score, outlier).numpy())
+        if outlier is not None:
+            out["outlier"].append(outlier.numpy())
     return {k: np.concatenate(v) for k, v in out.items() if v}
 
 

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_gen.records import read_records  # noqa: E402
 from dermvqa.eval.classify import auc  # noqa: E402
-from dermvqa.model.ood import POOLINGS, fit, fit_split, image_statistics, pooled_feature_sets, training_images  # noqa: E402
+from dermvqa.model.ood import (POOLINGS, fit, fit_split, image_statistics, pooled_feature_sets,  # noqa: E402
+                               training_images)
 
 QUANTILES = tuple(round(q, 3) for q in np.arange(0.900, 0.9995, 0.001))
 F17K_TRAIN = "fitzpatrick17k-train"

@@ -143,9 +143,13 @@ class OodSummary:
         return None if self.outlier is None else head_scores(self.outlier, self.standardised(features))
 
     def flags(self, features: torch.Tensor) -> torch.Tensor:
-        """Per photo: unlike the training images (either score above its threshold)."""
-        out = self.scores(features) > self.threshold
-        return out | (self.outlier_scores(features) > self.outlier_threshold) if self.outlier is not None else out
+        """Per photo: unlike the training images."""
+        return self.unlike(self.scores(features), self.outlier_scores(features))
+
+    def unlike(self, scores: torch.Tensor, outlier: torch.Tensor | None) -> torch.Tensor:
+        """Either score above its threshold, from `scores` and `outlier_scores` already computed."""
+        out = scores > self.threshold
+        return out | (outlier > self.outlier_threshold) if self.outlier is not None else out
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """Smallest squared Mahalanobis distance of the standardised features to a class mean, per feature size

@@ -134,12 +134,17 @@ def idefics3():
         image_processor=tf.Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 32},
                                                max_image_size={"longest_edge": 32}),
         tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
+    return idefics_model(tok, tf.Idefics3Config, tf.Idefics3ForConditionalGeneration), processor
+
+
+def idefics_model(tok, config_cls, model_cls):
+    """An Idefics3-architecture model (Idefics3, SmolVLM): a Llama text model, pixel shuffle by 2."""
     ids = tok.convert_tokens_to_ids
-    config = tf.Idefics3Config(
+    config = config_cls(
         text_config={"model_type": "llama", **tiny_text(len(tok), eos_token_id=ids("<end_of_utterance>"),
                                                         pad_token_id=tok.pad_token_id)},
         vision_config=tiny_vision(), scale_factor=2, image_token_id=ids("<image>"), pad_token_id=tok.pad_token_id)
-    return tf.Idefics3ForConditionalGeneration(config), processor
+    return model_cls(config)
 
 
 def qwen2_vl():
@@ -175,12 +180,7 @@ def smolvlm():
         image_processor=tf.SmolVLMImageProcessor(do_image_splitting=False, size={"longest_edge": 32},
                                                  max_image_size={"longest_edge": 32}),
         video_processor=tf.SmolVLMVideoProcessor(), tokenizer=tok, image_seq_len=4, chat_template=SMOLVLM_TEMPLATE)
-    ids = tok.convert_tokens_to_ids
-    config = tf.SmolVLMConfig(
-        text_config={"model_type": "llama", **tiny_text(len(tok), eos_token_id=ids("<end_of_utterance>"),
-                                                        pad_token_id=tok.pad_token_id)},
-        vision_config=tiny_vision(), scale_factor=2, image_token_id=ids("<image>"), pad_token_id=tok.pad_token_id)
-    return tf.SmolVLMForConditionalGeneration(config), processor
+    return idefics_model(tok, tf.SmolVLMConfig, tf.SmolVLMForConditionalGeneration), processor
 
 
 # builder and the weight scale at which its greedy replies vary between images and questions (Gemma 3's

@@ -213,8 +213,9 @@ class OpenAIChatAdapter(ModelAdapter):
         self.spec, self.concurrency = spec, concurrency
         self.endpoint = ChatEndpoint(spec, api_key_env, timeout, max_retries, cache_dir, "answers", backoff_s)
         listed = self.endpoint.listed_blank_rgb()
-        self.blank = ((tuple(int(v) for v in blank_rgb), "--blank-rgb") if blank_rgb is not None else
-                      (listed, "the endpoint's GET /models") if listed is not None else ((128, 128, 128), "default grey"))
+        self.blank = ((tuple(int(v) for v in blank_rgb), "--blank-rgb") if blank_rgb is not None
+                      else (listed, "the endpoint's GET /models") if listed is not None
+                      else ((128, 128, 128), "default grey"))
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-eval")
 
     def generate(self, images: list[Image.Image], questions: list[str], max_new_tokens: int) -> list[dict]:
@@ -235,7 +236,8 @@ class OpenAIChatAdapter(ModelAdapter):
     def manifest(self) -> dict:
         return {"kind": self.kind, "spec": self.spec, "endpoint": self.endpoint.url,
                 "requested_model": self.endpoint.model, "served_model": self.endpoint.served_model(),
-                "prompt_template": PROMPT_FORMAT, "blank_image_rgb": list(self.blank[0]), "blank_image_from": self.blank[1],
+                "prompt_template": PROMPT_FORMAT,
+                "blank_image_rgb": list(self.blank[0]), "blank_image_from": self.blank[1],
                 "decoding": "temperature 0, max_tokens = the run's max_new_tokens",
                 "settings": {**self.endpoint.settings(), "concurrency": self.concurrency}}
 
