@@ -1,8 +1,11 @@
 """Turn a free-text reply into a verdict: normalisation (Chinese-aware), yes/no, option letter or option text.
 
 A reply is scored by the answer it commits to: the text after its last "Answer:" tag when it has one,
-else the whole reply. Naming several of the options is no commitment and scores as unparsed. Chat models'
-formatting of a committed choice (Markdown emphasis, `**Answer:** B`, LaTeX `\boxed{B}`) is read through.
+else the whole reply. Nothing outside that commitment is read: a tagged answer that names no option
+("... shows patch, crust. Answer: crust." when crust is not offered) is unparsed and wrong, never rescued
+from the text before the tag. Naming several of the options is no commitment and scores as unparsed too;
+`choice_verdict` says why. Chat models' formatting of a committed choice (Markdown emphasis,
+`**Answer:** B`, LaTeX `\boxed{B}`) is read through.
 """
 from __future__ import annotations
 
@@ -74,15 +77,12 @@ def polarity(option: str) -> str | None:
 
 
 def parse_yes_no(reply: str) -> str | None:
-    """The verdict after the answer tag when present, else the first standalone yes/no (or Chinese verdict
-    word); None if neither."""
-    tail = _after_answer_tag(reply)
-    for text in ([tail] if tail is not None else []) + [reply]:
-        found = [(m.start(), m.group(1).lower()) for m in [_YES_NO.search(text)] if m]
-        found += [(m.start(), ZH_POLAR[m.group(0)]) for m in [_ZH_POLAR.search(text)] if m]
-        if found:
-            return min(found)[1]
-    return None
+    """The first standalone yes/no (or Chinese verdict word) of the committed answer (after the last answer
+    tag, else the whole reply); None if it has none."""
+    text = answer_text(reply)
+    found = [(m.start(), m.group(1).lower()) for m in [_YES_NO.search(text)] if m]
+    found += [(m.start(), ZH_POLAR[m.group(0)]) for m in [_ZH_POLAR.search(text)] if m]
+    return min(found)[1] if found else None
 
 
 def _letter_choice(text: str, labels: list[str]) -> int | None:
@@ -117,28 +117,42 @@ def plain(reply: str) -> str:
     return _MARKUP.sub("", _BOXED.sub(r"\1", reply))
 
 
-def parse_choice(reply: str, options: list[str]) -> int | None:
-    """Index of the option the reply commits to, or None when it names none or several (counted as wrong)."""
+UNPARSED_REASONS = {
+    "empty": "the reply (or its tagged answer) is empty",
+    "no_verdict": "a yes/no question answered without yes or no",
+    "not_an_option": "the committed answer names none of the offered options",
+    "several_options": "the committed answer names several options",
+}
+
+
+def choice_verdict(reply: str, options: list[str]) -> tuple[int | None, str | None]:
+    """(index of the option the reply commits to, None) or (None, the UNPARSED_REASONS key saying why not).
+
+    Only the committed answer is read (after the last answer tag, else the whole reply)."""
     if not options:
-        return None
-    reply = plain(reply)
+        raise ValueError("choice_verdict needs the offered options")
+    text = answer_text(plain(reply))
+    if not text.strip():
+        return None, "empty"
     polar = [polarity(o) for o in options]
     if len(options) == 2 and set(polar) == {"yes", "no"}:
-        verdict = parse_yes_no(reply)
-        return None if verdict is None else polar.index(verdict)
-    labels = option_labels(len(options))
-    tail = _after_answer_tag(reply)
-    for text in ([tail] if tail is not None else []) + [reply]:
-        idx = _letter_choice(text, labels)
-        if idx is not None:
-            return idx
-        norm = [normalize(o) for o in options]
-        if normalize(text) in norm:
-            return norm.index(normalize(text))
-        named = _named(text, options)
-        if named:
-            return named.pop() if len(named) == 1 else None
-    return None
+        verdict = parse_yes_no(text)
+        return (None, "no_verdict") if verdict is None else (polar.index(verdict), None)
+    idx = _letter_choice(text, option_labels(len(options)))
+    if idx is not None:
+        return idx, None
+    norm = [normalize(o) for o in options]
+    if normalize(text) in norm:
+        return norm.index(normalize(text)), None
+    named = _named(text, options)
+    if not named:
+        return None, "not_an_option"
+    return (named.pop(), None) if len(named) == 1 else (None, "several_options")
+
+
+def parse_choice(reply: str, options: list[str]) -> int | None:
+    """Index of the option the reply commits to, or None (counted as wrong; `choice_verdict` says why)."""
+    return choice_verdict(reply, options)[0] if options else None
 
 
 def exact_answer(reply: str, gold: str) -> bool:

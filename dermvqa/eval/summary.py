@@ -5,9 +5,12 @@ over the same answers give byte-identical files. Timing lives in run_info.json, 
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from dermvqa.eval.classify import classifier_metrics
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.metrics import BERTSCORE_REASON, OPEN_METRICS, TextScorer, calibration
+from dermvqa.eval.parse import choice_verdict
 from dermvqa.eval.skin_types import skin_type_section
 from dermvqa.eval.strata import DIMENSIONS, skin_type_gap, stratify, summarize
 
@@ -31,6 +34,13 @@ def score_rows(items: list[EvalItem], log, blind: bool, scorer: TextScorer,
                      "fitzpatrick": it.fitzpatrick, "lang": it.lang, "scores": scores})
         picks.append((it, pick, ans))
     return rows, picks
+
+
+def unparsed_reasons(picks: list) -> dict[str, int]:
+    """{reason: count} over the closed replies with options that commit to none of them."""
+    found = Counter(choice_verdict(ans["reply"], it.options)[1] for it, pick, ans in picks
+                    if it.answer_type == CLOSED and it.options and pick is None)
+    return dict(sorted(found.items()))
 
 
 def classifier_families(picks: list) -> dict[str, tuple[list[str], list]]:
@@ -124,7 +134,7 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         confusions[name] = confusion(picks)
         classes[name] = classification(picks, name, n_boot, seed)
         skin[name] = skin_type_section(classifier_families(picks), picks, name, n_boot, seed, gap_min_n)
-        unparsed[name] = sum(1 for it, pick, _ in picks if it.answer_type == CLOSED and it.options and pick is None)
+        unparsed[name] = unparsed_reasons(picks)
     not_computed = {"bertscore": BERTSCORE_REASON}
     if scorer.meteor_missing and any(it.answer_type != CLOSED for it in items):
         not_computed["meteor"] = scorer.meteor_missing
@@ -145,7 +155,8 @@ def build_metrics(bench: Bench, items: list[EvalItem], missing: dict[str, str], 
         "confusion": confusions,
         "classification": classes,
         "skin_type": skin,
-        "unparsed_closed_replies": unparsed,
+        "unparsed_closed_replies": {name: sum(r.values()) for name, r in unparsed.items()},
+        "unparsed_reasons": unparsed,
         "not_computed": not_computed,
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%",
                       "gap_min_items_per_type": gap_min_n},

@@ -50,6 +50,11 @@ SMOLVLM_TEMPLATE = (  # HuggingFaceTB/SmolVLM-*-Instruct: Idefics3's, opened by 
     "'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}"
     "{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
     "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+PALIGEMMA_TEMPLATE = (  # PaliGemma's format: the processor expands <image>, adds "<bos>" after it and "\n" after the
+    # prompt; the answer follows, then eos
+    "{% for message in messages %}{% for content in message['content'] %}{% if content['type'] == 'image' %}<image>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}")
 
 
 def tiny_text(vocab: int, **extra) -> dict:
@@ -183,11 +188,27 @@ def smolvlm():
     return idefics_model(tok, tf.SmolVLMConfig, tf.SmolVLMForConditionalGeneration), processor
 
 
+def paligemma():
+    """A prefix LM: bidirectional attention over image + prompt (token_type_ids 0), causal over the answer."""
+    tok = trained_tokenizer(["<pad>", "<eos>", "<bos>", "<image>"], bos_token="<bos>", eos_token="<eos>",
+                            pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+    processor = tf.PaliGemmaProcessor(
+        image_processor=tf.SiglipImageProcessor(size={"height": 32, "width": 32}, image_seq_length=16),
+        tokenizer=tok, chat_template=PALIGEMMA_TEMPLATE)
+    ids = tok.convert_tokens_to_ids
+    config = tf.PaliGemmaConfig(
+        text_config={"model_type": "gemma", **tiny_text(len(tok), head_dim=16, eos_token_id=ids("<eos>"),
+                                                        pad_token_id=ids("<pad>"), bos_token_id=ids("<bos>"))},
+        vision_config={"model_type": "siglip_vision_model", **tiny_vision()}, projection_dim=32,
+        image_token_index=ids("<image>"), pad_token_id=ids("<pad>"))
+    return tf.PaliGemmaForConditionalGeneration(config), processor
+
+
 # builder and the weight scale at which its greedy replies vary between images and questions (Gemma 3's
 # scaled embeddings settle on one token at 0.3)
 FAMILIES = {"qwen2_5_vl": (qwen2_5_vl, 0.3), "llava_onevision": (llava_onevision, 0.3), "gemma3": (gemma3, 0.02),
             "idefics3": (idefics3, 0.3), "qwen2_vl": (qwen2_vl, 0.3), "llava_next": (llava_next, 0.3),
-            "smolvlm": (smolvlm, 0.3)}
+            "smolvlm": (smolvlm, 0.3), "paligemma": (paligemma, 0.3)}
 
 
 def save_family(family: str, out: Path) -> Path:

@@ -1,7 +1,7 @@
-"""The hf: adapter on tiny random-weight models of seven families (six built from configs in hf_families.py, and
-a dermvqa LLaVA folder): greedy answers equal a hand-written argmax loop, batch 1 equals batch 8, the model's own
-sampling config does not leak in; option likelihood equals a direct forward pass; hf: on a dermvqa LLaVA folder
-answers as dermvqa's own path does."""
+"""The hf: adapter on tiny random-weight models of nine families (eight built from configs in hf_families.py, one a
+prefix LM, and a dermvqa LLaVA folder): greedy answers equal a hand-written argmax loop, batch 1 equals batch 8, the
+model's own sampling config does not leak in; option likelihood equals a direct forward pass, causal over the answer
+for the prefix LM; hf: on a dermvqa LLaVA folder answers as dermvqa's own path does."""
 import hashlib
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from dermvqa.eval.adapters.hf import TESTED_MODEL_TYPES, HFAdapter
+from dermvqa.eval.adapters.hf import PREFIX_LM_MODEL_TYPES, TESTED_MODEL_TYPES, HFAdapter
 from tests.eval.hf_families import FAMILIES, QUESTIONS, save_family
 
 MAX_NEW = 6
@@ -32,30 +32,38 @@ def images() -> list[Image.Image]:
     return [Image.new("RGB", (24 + 4 * i, 32), (30 * i, 255 - 25 * i, 90)) for i in range(len(QUESTIONS))]
 
 
-def per_token(inputs: dict, new_id: int) -> dict:
-    """inputs with one more token: its id, attention 1, and 0 (text) in every other per-token tensor."""
+def per_token(inputs: dict, new_id: int, suffix_type: int = 0) -> dict:
+    """inputs with one more token: its id, attention 1, token type `suffix_type` (1: a prefix LM's causal
+    suffix), and 0 (text) in every other per-token tensor."""
     width = inputs["input_ids"].shape[1]
     grown = dict(inputs)
     for key, value in inputs.items():
         if value.dim() == 2 and value.shape[1] == width:
-            extra = new_id if key == "input_ids" else int(key == "attention_mask")
+            extra = {"input_ids": new_id, "attention_mask": 1, "token_type_ids": suffix_type}.get(key, 0)
             grown[key] = torch.cat([value, torch.full((1, 1), extra, dtype=value.dtype)], dim=1)
     return grown
+
+
+def prompt_inputs(processor, image, question) -> dict:
+    inputs = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    inputs.pop("labels", None)
+    return inputs
 
 
 @torch.no_grad()
 def argmax_loop(model, processor, image, question, stop: set[int]) -> str:
     """Greedy decoding by hand: one full forward per token (no cache, no generate()), argmax, stop at eos."""
-    inputs = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    inputs = prompt_inputs(processor, image, question)
+    suffix_type = int(model.config.model_type in PREFIX_LM_MODEL_TYPES)
     new = []
     for _ in range(MAX_NEW):
         token = int(model(**inputs).logits[0, -1].argmax())
         if token in stop:
             break
         new.append(token)
-        inputs = per_token(inputs, token)
+        inputs = per_token(inputs, token, suffix_type)
     return processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
@@ -91,18 +99,29 @@ def test_option_likelihood_equals_direct_forward(family):
     for im, q, opts, row in zip(ims, QUESTIONS[:2], options, rows):
         logps = []
         for opt in opts:  # the whole assistant turn after the generation prompt, token by token
-            inputs = processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": q}]}],
-                add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+            inputs = prompt_inputs(processor, im, q)
             total = 0.0
             for token in adapter.continuation_ids(q, opt):
                 with torch.no_grad():
                     total += float(torch.log_softmax(model(**inputs).logits[0, -1].float(), -1)[token])
-                inputs = per_token(inputs, token)
+                inputs = per_token(inputs, token, int(adapter.model_type in PREFIX_LM_MODEL_TYPES))
             logps.append(total)
         direct = torch.softmax(torch.tensor(logps, dtype=torch.float64), 0).tolist()
         assert row["probs"] == pytest.approx(direct, abs=1e-5)
         assert row["reply"] == opts[max(range(len(opts)), key=direct.__getitem__)]
+
+
+def test_prefix_lm_answer_scored_causally_not_as_prefix(family, monkeypatch):
+    """PaliGemma: the answer appended as bidirectional prefix (token type 0) scores otherwise than the causal
+    suffix the direct forward above checks, so that test can tell the two apart."""
+    adapter = family[1]
+    if adapter.model_type not in PREFIX_LM_MODEL_TYPES:
+        return
+    replies = ["psoriasis", "eczema", "melanoma"]
+    causal = adapter.option_logprobs(images()[0], QUESTIONS[0], replies, "sum")
+    monkeypatch.setattr("dermvqa.eval.adapters.hf.PREFIX_LM_MODEL_TYPES", ())
+    as_prefix = adapter.option_logprobs(images()[0], QUESTIONS[0], replies, "sum")
+    assert max(abs(a - b) for a, b in zip(causal, as_prefix)) > 1e-2
 
 
 def test_manifest_names_weights_template_and_pinned_decoding(family):

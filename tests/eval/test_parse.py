@@ -1,6 +1,6 @@
 import pytest
 
-from dermvqa.eval.parse import (answer_text, choices_in_question, exact_answer, format_options, normalize,
+from dermvqa.eval.parse import (answer_text, choice_verdict, choices_in_question, exact_answer, format_options, normalize,
                                 option_labels, parse_choice, parse_yes_no, polarity, tokens)
 
 OPTIONS = ["eczema", "psoriasis", "melanoma", "nevus"]
@@ -84,3 +84,35 @@ def test_normalize_tokens_and_exact_answer():
 ])
 def test_choices_named_in_the_question(question, gold, expected):
     assert choices_in_question(question, gold) == expected
+
+
+# Replies whose committed answer is invalid, each scored by hand under the stated rule; the old parser rescued all
+# of them but the several-options and empty ones from the text before the tag (or a letter elsewhere in the reply).
+@pytest.mark.parametrize("reply, options, verdict", [
+    ("The lesion shows eczema, crust. Answer: crust.", OPTIONS, (None, "not_an_option")),
+    ("It could be melanoma. Answer: I am not sure.", OPTIONS, (None, "not_an_option")),
+    ("Psoriasis is likely. Answer:", OPTIONS, (None, "empty")),
+    ("Option A is out. Answer: none of these", OPTIONS, (None, "not_an_option")),
+    ("Answer: eczema or psoriasis", OPTIONS, (None, "several_options")),
+    ("(A) is unlikely. **Answer:** crust", OPTIONS, (None, "not_an_option")),
+    ("Yes, it resembles psoriasis. Answer: maybe.", ["yes", "no"], (None, "no_verdict")),
+    ("No doubt. Answer: psoriasis", ["yes", "no"], (None, "no_verdict")),
+    ("是的，看起来像。答案：不确定", ["是", "否"], (None, "no_verdict")),
+    ("The lung is big. Answer: kidney", ["lung", "liver", "heart"], (None, "not_an_option")),
+    ("", OPTIONS, (None, "empty")),
+    # valid commitments stay right whatever the preamble says
+    ("Eczema is ruled out. Answer: B", OPTIONS, (1, None)),
+    ("The lesion shows eczema, crust. Answer: eczema.", OPTIONS, (0, None)),
+    ("Not melanoma. **Answer:** \\boxed{D}", OPTIONS, (3, None)),
+    ("It is not psoriasis. Answer: no.", ["yes", "no"], (1, None)),
+    ("肝脏很大。答案：没有", ["有", "没有"], (1, None)),
+])
+def test_an_invalid_commitment_is_never_rescued(reply, options, verdict):
+    assert choice_verdict(reply, options) == verdict
+    assert parse_choice(reply, options) == verdict[0]
+
+
+def test_yes_no_reads_only_the_committed_answer():
+    assert parse_yes_no("Yes, it resembles psoriasis. Answer: maybe.") is None
+    assert parse_yes_no("No doubt it looks like psoriasis. Answer: yes.") == "yes"
+    assert parse_yes_no("No, it is not.") == "no"
