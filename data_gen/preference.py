@@ -13,8 +13,8 @@ in the pair as `rule`:
   "The lesion looks like N, not X. Answer: no." (N the nearest sibling/cousin as above); "The lesion looks like
   X, not Y. Answer: no." becomes "The lesion looks like Y. Answer: yes.".
 - `absent_finding` (morphology): the image's listed concept that its closed question asks for is replaced by
-  the first surely-absent distractor of that question (data_gen/concepts.py); the closed answer swaps the two
-  (that distractor shown, the present option among the absent ones) and commits to the distractor.
+  the first surely-absent distractor of that question (data_gen/concepts.py); the closed answer's verdict
+  names that absent finding too.
 Every train record that yields no pair is counted with its reason; other splits are counted, never used.
 """
 from __future__ import annotations
@@ -102,13 +102,13 @@ def _rejected(r: dict, image_records: list[dict], paths: dict) -> tuple[str | No
         closed = next((c for c in image_records if c["family"] == morphology.NAME and c["options"]), None)
         if closed is None:
             return None, "no closed morphology question naming an absent finding", ""
+        present = closed["label"]
+        absent = next(o for i, o in enumerate(closed["options"]) if i != closed["answer_index"])
+        shown = r["answer"].split(". Answer:")[0].removeprefix("The lesion shows ").split(", ")
+        listed = ", ".join(absent if c == present else c for c in shown)
         if r["options"]:
-            closed = r
-        absent_index = next(i for i in range(len(closed["options"])) if i != closed["answer_index"])
-        present, absent = closed["label"], closed["options"][absent_index]
-        if r["options"]:
-            return morphology.closed_answer(r["options"], absent_index), ABSENT, absent
-        return ", ".join(absent if c == present else c for c in r["answer"].split(", ")), ABSENT, absent
+            return morphology.ANSWERS[0].format(listed=listed, present=absent), ABSENT, absent
+        return listed, ABSENT, absent
     return None, f"no preference rule for family {family}", ""
 
 

@@ -1,10 +1,11 @@
 """Morphology: which listed feature is visible (closed), and which features are visible (open).
 
-The closed answer goes through the offered options, then commits to one ("Of the options, the lesion shows
-macule, not scale or nodule. Answer: macule."), like yes/no's "looks like X, not Y". An earlier format
-listed every visible concept first ("The lesion shows macule, brown. Answer: macule."), which taught the
-model to commit to a listed finding that was not offered (the quickstart's morphology items: 143 of 329
-right only through a parser rescue, gone once commitments were scored strictly).
+The closed answer first lists what is seen, then picks the option ("The lesion shows macule, brown.
+Answer: macule."), like yes/no: reading the lesion and matching it to the options are two steps.
+Scored strictly, the quickstart model often commits to a listed finding that is not offered (morphology
+0.967 as printed, 0.526 strict). Answering through the options instead ("Of the options, the lesion shows
+X, not Y or Z. Answer: X.") was measured and not kept: 0.520 strict, the model still named unoffered
+features (2026-12-07, README "Measured").
 The distractors are corpus concepts that overlap none of the row's concepts (data_gen/concepts.py).
 """
 from data_gen.families.common import RowContext, lettered, shuffled_with_answer
@@ -23,15 +24,8 @@ OPEN_QUESTIONS = [
     "Which features can you see on this skin?",
 ]
 QUESTIONS = CLOSED_QUESTIONS + OPEN_QUESTIONS
-ANSWERS = ["Of the options, the lesion shows {present}, not {absent}. Answer: {present}."]
+ANSWERS = ["The lesion shows {listed}. Answer: {present}."]
 FIELDS = ["skin_concept"]
-
-
-def closed_answer(options: list[str], index: int) -> str:
-    """The trained reply naming options[index] present and every other option absent."""
-    others = [o for i, o in enumerate(options) if i != index]
-    absent = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} or {others[-1]}"
-    return ANSWERS[0].format(present=options[index], absent=absent)
 
 
 def build(ctx: RowContext) -> list:
@@ -48,6 +42,7 @@ def build(ctx: RowContext) -> list:
         return out
     options, index = shuffled_with_answer(present, wrong, rng)
     q = f"{rng.choice(CLOSED_QUESTIONS)} {lettered(options)}"
-    out.append(ctx.record(NAME, "closed", q, closed_answer(options, index), label=present, fields=FIELDS, options=options,
+    answer = ANSWERS[0].format(listed=listed, present=present)
+    out.append(ctx.record(NAME, "closed", q, answer, label=present, fields=FIELDS, options=options,
                           answer_index=index))
     return out

@@ -1,6 +1,12 @@
-"""`dermvqa eval`: run a benchmark (no subcommand), `dermvqa eval merge` shards, or `dermvqa eval compare A B`."""
+"""`dermvqa eval`: run a benchmark (no subcommand), `dermvqa eval merge` shards, or `dermvqa eval compare A B`.
+
+A run prints its answer failures (counts by reason, the first error of each reason with a hint) and its
+answers cut at the token limit, and exits 1 when more than --max-failure-share of the image or the blind
+answers failed (unless --allow-failures); usage errors exit 2.
+"""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +26,18 @@ def parse_rgb(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
         raise ValueError(f"--blank-rgb {text!r}: expected R,G,B with each value 0-255, e.g. 122,116,104")
     return tuple(int(p) for p in parts)
+
+
+def parse_extra_body(text: str) -> dict:
+    """`--extra-body JSON` -> the object whose keys every request carries besides dermvqa's own."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--extra-body {text!r}: not JSON ({e.msg}); expected an object, e.g. "
+                         '\'{"reasoning_effort": "low"}\'') from None
+    if not isinstance(body, dict):
+        raise ValueError(f"--extra-body {text!r}: expected a JSON object, e.g. '{{\"reasoning_effort\": \"low\"}}'")
+    return body
 
 
 eval_app = typer.Typer(
@@ -47,6 +65,22 @@ def run(ctx: typer.Context,
         blank_rgb: str = typer.Option(None, "--blank-rgb", help="openai: R,G,B of the blind control's image (the "
                                       "served model's normalisation mean; default: what the endpoint lists, as "
                                       "dermvqa serve api does, else 128,128,128)"),
+        timeout: float = typer.Option(None, "--timeout", min=0.001, help="openai: seconds to wait for each reply "
+                                      "(default 60)"),
+        retries: int = typer.Option(None, "--retries", min=0, help="openai: tries after the first for 429, 5xx, "
+                                    "timeouts and unreadable replies, with backoff (default 5)"),
+        max_tokens_param: str = typer.Option(None, "--max-tokens-param", help="openai: max_tokens (default) or "
+                                             "max_completion_tokens (OpenAI's reasoning models): the field that "
+                                             "carries --max-new-tokens"),
+        no_temperature: bool = typer.Option(False, "--no-temperature", help="openai: send no temperature, for "
+                                            "endpoints that accept only their default (answers are then sampled, "
+                                            "not greedy; the run says so)"),
+        extra_body: str = typer.Option(None, "--extra-body", help="openai: a JSON object merged into every "
+                                       "request, e.g. '{\"reasoning_effort\": \"low\"}'"),
+        max_failure_share: float = typer.Option(0.5, "--max-failure-share", min=0.0, max=1.0, help="exit 1 when "
+                                                "more than this share of the image or the blind answers failed"),
+        allow_failures: bool = typer.Option(False, "--allow-failures", help="exit 0 however many answers failed "
+                                            "(they still score as wrong)"),
         trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="hf: run the model repository's "
                                                "own Python code (only for repositories you trust)"),
         allow_untested: bool = typer.Option(False, "--allow-untested-family", help="hf: run a model family "
@@ -89,7 +123,11 @@ def run(ctx: typer.Context,
     try:
         kind, _ = split_spec(model)
         for flag, value, owner in (("--api-key-env", api_key_env, "openai"), ("--concurrency", concurrency, "openai"),
-                                   ("--blank-rgb", blank_rgb, "openai"),
+                                   ("--blank-rgb", blank_rgb, "openai"), ("--timeout", timeout, "openai"),
+                                   ("--retries", retries is not None, "openai"),
+                                   ("--max-tokens-param", max_tokens_param, "openai"),
+                                   ("--no-temperature", no_temperature, "openai"),
+                                   ("--extra-body", extra_body, "openai"),
                                    ("--trust-remote-code", trust_remote_code, "hf"),
                                    ("--allow-untested-family", allow_untested, "hf")):
             if value and kind != owner:
@@ -105,6 +143,9 @@ def run(ctx: typer.Context,
                      max_new_tokens=max_new_tokens, device=device, shard=shard_of,
                      adapter_options={"api_key_env": api_key_env, "concurrency": concurrency,
                                       "blank_rgb": parse_rgb(blank_rgb) if blank_rgb else None,
+                                      "timeout": timeout, "max_retries": retries, "max_tokens_param": max_tokens_param,
+                                      "send_temperature": False if no_temperature else None,
+                                      "extra_body": parse_extra_body(extra_body) if extra_body else None,
                                       "trust_remote_code": trust_remote_code or None,
                                       "allow_untested": allow_untested or None},
                      judge=judge, judge_api_key_env=judge_api_key_env)
@@ -116,6 +157,29 @@ def run(ctx: typer.Context,
                    f"join the shards with `dermvqa eval merge --out DIR SHARD_DIR...` ({out})")
         return
     print_summary(m, out)
+    too_many = too_many_failures(m, max_failure_share)
+    if too_many and not allow_failures:
+        typer.echo(f"error: {too_many}; the scores above count them as wrong. Fix the cause and rerun into the same "
+                   "--out (only the failed answers are asked again), or pass --allow-failures", err=True)
+        raise typer.Exit(1)
+
+
+def failure_lines(m: dict) -> list[str]:
+    """The answers the backend failed to give, per run by reason, then the first of each reason and cut answers."""
+    from dermvqa.eval.report import failure_detail_lines
+
+    n = m["benchmark"]["items_scored"]
+    runs = [f"{run} {sum(c.values())} of {n} (" + ", ".join(f"{reason} {k}" for reason, k in c.items()) + ")"
+            for run, c in m.get("answer_failures", {}).items() if c]
+    return (["answer failures (scored wrong): " + "; ".join(runs)] if runs else []) + failure_detail_lines(m)
+
+
+def too_many_failures(m: dict, max_share: float) -> str | None:
+    """What failed beyond --max-failure-share, or None."""
+    n = m["benchmark"]["items_scored"]
+    over = [f"{sum(c.values())} of {n} {run} answers" for run, c in m.get("answer_failures", {}).items()
+            if n and sum(c.values()) / n > max_share]
+    return f"{' and '.join(over)} failed (more than --max-failure-share {max_share:g})" if over else None
 
 
 def print_summary(m: dict, out: Path) -> None:
@@ -124,6 +188,8 @@ def print_summary(m: dict, out: Path) -> None:
     b = m["benchmark"]
     typer.echo(f"scored {b['items_scored']} of {b['items_selected']} questions "
                f"({b['missing_images']['count']} with missing images)")
+    for line in failure_lines(m):
+        typer.echo(line)
     for name in HEADLINE:
         s, bl = m["overall"]["image"].get(name), m["overall"].get("blind", {}).get(name)
         if s:
@@ -159,7 +225,10 @@ def compare_cmd(runs: list[Path] = typer.Argument(..., help="two or more `dermvq
     overall and per Fitzpatrick type, source and family. Refuses runs of different benchmark files."""
     from dermvqa.eval.compare import compare
 
-    if baseline is not None and baseline not in runs:
-        raise ValueError(f"--baseline {baseline} is not one of the runs ({', '.join(map(str, runs))})")
-    first = baseline if baseline is not None else runs[0]
-    typer.echo(compare([first, *(r for r in runs if r != first)], out))
+    first = runs[0]
+    if baseline is not None:
+        first = next((r for r in runs if r.resolve() == baseline.resolve()), None)
+        if first is None:
+            typer.echo(f"error: --baseline {baseline} is not one of the runs ({', '.join(map(str, runs))})", err=True)
+            raise typer.Exit(2)
+    typer.echo(compare([first, *(r for r in runs if r != first)], out))  # errors: one line, by dermvqa.cli

@@ -118,7 +118,7 @@ def leaderboard(runs: list[Run]) -> list[dict]:
     out = []
     for r in runs:
         overall, st = r.metrics["overall"], r.metrics["settings"]
-        out.append({"run": r.name, "model": st["model"], "mode": st["mode"],
+        out.append({"run": r.name, "model": st["model"], "mode": st["mode"], "max_new_tokens": st["max_new_tokens"],
                     "items_scored": r.metrics["benchmark"]["items_scored"],
                     "image": {m: overall["image"][m] for m in LEADERBOARD_METRICS if m in overall["image"]},
                     "blind": {m: overall["blind"][m] for m in LEADERBOARD_METRICS if m in overall.get("blind", {})}})
@@ -162,11 +162,12 @@ def render(result: dict) -> str:
     lines = [f"# Compare: {len(board)} runs on `{result['benchmark']['spec']}`", "", *result["notes"], "",
              "## Leaderboard", "", "Each run on all the items it scored (its metrics.json); 95 % bootstrap "
              "intervals; the blind control (a blank image) beside each figure.", "",
-             "| run | model | mode | n | " + " | ".join(f"{m} | {m} blind" for m in present) + " |",
-             "|---|---|---|---|" + "---|---|" * len(present)]
+             "| run | model | mode | max new tokens | n | " + " | ".join(f"{m} | {m} blind" for m in present) + " |",
+             "|---|---|---|---|---|" + "---|---|" * len(present)]
     for b in board:
         cells = [f"{_cell(b['image'].get(m))} | {_cell(b['blind'].get(m))}" for m in present]
-        lines.append(f"| {b['run']} | `{b['model']}` | {b['mode']} | {b['items_scored']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {b['run']} | `{b['model']}` | {b['mode']} | {b['max_new_tokens']} | {b['items_scored']} | "
+                     + " | ".join(cells) + " |")
     lines += ["", f"## Paired against the baseline {base} ({result['shared_items']} shared items)", "",
               "| run | stratum | metric | n | baseline | run | run − baseline [95% CI] | CI excludes 0 | "
               "McNemar: baseline only / run only right, p |", "|---|---|---|---|---|---|---|---|---|"]

@@ -11,6 +11,30 @@ from dermvqa.eval.summary import HEADLINE
 MAX_LISTED_MISSING = 20
 
 
+def unparsed_line(m: dict) -> str:
+    """'Closed replies committing to no offered option: image 3 (not an option 2, empty 1); blind 0.'"""
+    reasons = m.get("unparsed_reasons", {})
+    parts = []
+    for run, n in m["unparsed_closed_replies"].items():
+        why = ", ".join(f"{r.replace('_', ' ')} {c}" for r, c in reasons.get(run, {}).items())
+        parts.append(f"{run} {n}" + (f" ({why})" if why else ""))
+    return "Closed replies committing to no offered option (scored wrong): " + "; ".join(parts) + "."
+
+
+def failure_detail_lines(m: dict) -> list[str]:
+    """The first failed answer of each reason (the server's message, a hint) and the answers cut at the token
+    limit, as plain sentences: report.md lists them, `dermvqa eval` prints them."""
+    lines = [f"{reason}: first at {e['id']} ({e['run']}): {e.get('error', 'no message')}"
+             + (f" (hint: {e['hint']})" if e.get("hint") else "")
+             for reason, e in m.get("answer_failure_examples", {}).items()]
+    cut = {run: c.get("length", 0) for run, c in m.get("finish_reasons", {}).items()}
+    if any(cut.values()):
+        lines.append(f"Answers cut at the token limit (finish_reason length, max {m['settings']['max_new_tokens']} "
+                     "new tokens): " + "; ".join(f"{run} {n} of {m['benchmark']['items_scored']}"
+                                                 for run, n in cut.items()) + ".")
+    return lines
+
+
 def fmt(s: dict | None) -> str:
     if not s:
         return "–"
@@ -128,10 +152,10 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
     lines += ["## Overall", "", *overall_table(m), "",
               "Scores are means of per-item scores in [0, 1]; BLEU is sentence-level sacrebleu (lowercased, "
               "exponential smoothing); intervals are percentile bootstrap over items.", "",
-              "Closed replies naming no option (scored wrong): "
-              + ", ".join(f"{k} {v}" for k, v in m["unparsed_closed_replies"].items()) + ".", ""]
+              unparsed_line(m), ""]
     if "answer_failures" in m:
-        lines += [failure_line(m["answer_failures"]), ""]
+        details = [f"- {line}" for line in failure_detail_lines(m)]
+        lines += [failure_line(m["answer_failures"]), "", *details, *([""] if details else [])]
     if "judge" in m:
         lines += [judge_line(m["judge"]), ""]
     classes = classification_lines(m["classification"])
@@ -156,7 +180,8 @@ def render(m: dict, info: dict, figures: list[tuple[str, str]]) -> str:
     if "manifest" in m:
         lines += ["## Manifest", "", *manifest_lines(m["manifest"]), ""]
     lines += ["## Run", "",
-              f"Answered now: {info['answered_now']}, resumed from answers.jsonl: {info['resumed']}, "
+              f"Answered now: {info['answered_now']} (failed rows asked again: {info.get('retried_failures', 0)}), "
+              f"resumed from answers.jsonl: {info['resumed']}, "
               f"device {info['device'] or '–'} ({info['dtype'] or '–'}), batch size {info['batch_size']}, "
               "answering "
               f"{info['answer_seconds']} s ({info['questions_per_second'] or '–'} questions/s), "

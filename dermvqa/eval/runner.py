@@ -2,14 +2,17 @@
 (dermvqa.eval.adapters), score, write the report; `merge_shards` joins the shards of a data-parallel run.
 
 Answers are appended to answers.jsonl batch by batch; a rerun into the same folder answers only what
-is missing. Generation is greedy. In likelihood mode, closed questions with options are answered by
-option log-likelihood (giving confidences for calibration); the other questions are still generated.
+is missing or failed (the failed row stays in the file above its new answer); a run refused before it
+answered anything leaves no run.json behind. Generation is greedy (an endpoint run with --no-temperature
+says it sampled). In likelihood mode, closed questions with options are answered by option log-likelihood
+(giving confidences for calibration); the other questions are still generated.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 from atomic_files import write_text_atomic
@@ -109,6 +112,32 @@ def answer_all(adapter: ModelAdapter, todo: list[tuple[EvalItem, bool]], log: An
     return len(todo)
 
 
+def answered(log: AnswerLog, item_id: str, blind: bool) -> bool:
+    """Whether the log holds an answer; a failed row is asked again (the endpoint may have recovered)."""
+    row = log.get(item_id, blind)
+    return row is not None and "failure" not in row
+
+
+def failure_examples(items: list[EvalItem], log: AnswerLog, blind: bool) -> dict[str, dict]:
+    """{reason: the first failed row's id, run, error and hint}, image answers before blind ones."""
+    examples = {}
+    for b in ([False, True] if blind else [False]):
+        for it in items:
+            row = log.get(it.id, b)
+            if "failure" in row and row["failure"] not in examples:
+                examples[row["failure"]] = {"id": it.id, "run": "blind" if b else "image",
+                                            **{k: row[k] for k in ("error", "hint") if k in row}}
+    return dict(sorted(examples.items()))
+
+
+def finish_reasons(items: list[EvalItem], log: AnswerLog, blind: bool) -> dict[str, dict[str, int]]:
+    """{"image": {finish_reason: n}, "blind": {...}} over the rows whose backend reports one (endpoints)."""
+    runs = {"image": False, "blind": True} if blind else {"image": False}
+    return {run: dict(sorted(Counter(row["finish_reason"] for it in items
+                                     if "finish_reason" in (row := log.get(it.id, b))).items()))
+            for run, b in runs.items()}
+
+
 def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dict[str, str], log: AnswerLog,
                     settings: dict, blind: bool, adapter: dict, info: dict, n_boot: int, seed: int,
                     gap_min_n: int, plots: bool, judge: str | None = None,
@@ -122,6 +151,11 @@ def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dic
     metrics = build_metrics(bench, items, missing, log, settings, blind, n_boot, seed, gap_min_n, verdicts)
     metrics["manifest"] = build_manifest(adapter, settings, bench)
     metrics["answer_failures"] = failure_counts(items, log, blind)
+    examples, finished = failure_examples(items, log, blind), finish_reasons(items, log, blind)
+    if examples:
+        metrics["answer_failure_examples"] = examples
+    if any(finished.values()):
+        metrics["finish_reasons"] = finished
     if judged:
         metrics["judge"] = judged
         metrics["judge_failures"] = {run: c["failures"] for run, c in judged.items() if run != "manifest"}
@@ -154,8 +188,10 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
     items, missing = check_images(shard_select(selected, shard) if shard else selected)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sampled = (adapter_options or {}).get("send_temperature") is False
     settings = {"model": spec, "bench": bench_spec, "mode": mode, "max_new_tokens": max_new_tokens,
-                "likelihood_reduce": reduce, "decoding": "greedy"}
+                "likelihood_reduce": reduce,
+                "decoding": "sampled (the endpoint's default temperature)" if sampled else "greedy"}
     if mode == "likelihood":
         settings["likelihood_scoring"] = LIKELIHOOD_SCORING
     if shard:
@@ -163,31 +199,41 @@ def run_eval(model, bench_spec: str, out_dir, batch_size: int = 8, limit: int | 
                                   "gap_min_n": gap_min_n, "benchmark_sha256": files_sha256(benchmark_files(bench_spec))})
     elif (out / SHARD_FILE).exists():
         raise ValueError(f"{out} holds a shard (--shard); merge it with `dermvqa eval merge` or use a new --out folder")
+    fresh = [p for p in (out / "run.json", out / ADAPTER_FILE) if not p.exists()]
     log = AnswerLog(out, settings)
     pairs = [(it, b) for b in ([False, True] if blind else [False]) for it in items]
-    todo = [(it, b) for it, b in pairs if not log.has(it.id, b)]
+    todo = [(it, b) for it, b in pairs if not answered(log, it.id, b)]
+    retried = sum(1 for it, b in todo if log.has(it.id, b))
     resumed = len(pairs) - len(todo)
-    answered, answer_s, device_name, dtype = 0, 0.0, None, None
+    n_answered, answer_s, device_name, dtype, options = 0, 0.0, None, None, {}
     if todo or not (out / ADAPTER_FILE).exists():  # a shard with no items to answer still records its model
-        adapter = model if isinstance(model, ModelAdapter) else load_adapter(spec, device=device, batch_size=batch_size,
-                                                                             cache_dir=out, **(adapter_options or {}))
+        adapter = None
         try:
+            adapter = model if isinstance(model, ModelAdapter) else load_adapter(
+                spec, device=device, batch_size=batch_size, cache_dir=out, **(adapter_options or {}))
             if mode == "likelihood" and not adapter.supports_likelihood:
                 raise ValueError(f"--mode likelihood: the {adapter.kind}: backend gives no option likelihood")
             manifest = adapter_manifest(out, adapter)
             device_name, dtype = getattr(adapter, "device", None), getattr(adapter, "dtype", None)
+            options = adapter.run_options()
             t1 = time.perf_counter()
-            answered = answer_all(adapter, todo, log, mode, batch_size, max_new_tokens, reduce)
+            n_answered = answer_all(adapter, todo, log, mode, batch_size, max_new_tokens, reduce)
             answer_s = time.perf_counter() - t1
+        except BaseException:
+            if not log.rows:  # refused before any answer: no run.json left to refuse the next run's settings
+                for p in fresh:
+                    p.unlink(missing_ok=True)
+            raise
         finally:
-            if adapter is not model:
+            if adapter is not None and adapter is not model:
                 adapter.close()
     else:
         manifest = stored_adapter_manifest(out)
-    info = {"answered_now": answered, "resumed": resumed, "dropped_partial_line": log.dropped_partial_line,
+    info = {"answered_now": n_answered, "resumed": resumed, "retried_failures": retried,
+            "dropped_partial_line": log.dropped_partial_line,
             "answer_seconds": round(answer_s, 3), "total_seconds": round(time.perf_counter() - t0, 3),
-            "questions_per_second": round(answered / answer_s, 3) if answer_s else None,
-            "batch_size": batch_size, "device": device_name, "dtype": dtype}
+            "questions_per_second": round(n_answered / answer_s, 3) if answer_s else None,
+            "batch_size": batch_size, "device": device_name, "dtype": dtype, "backend_options": options}
     if shard:
         write_text_atomic(out / "run_info.json", json.dumps(info, indent=2) + "\n")
         return info

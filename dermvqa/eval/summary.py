@@ -37,9 +37,10 @@ def score_rows(items: list[EvalItem], log, blind: bool, scorer: TextScorer,
 
 
 def unparsed_reasons(picks: list) -> dict[str, int]:
-    """{reason: count} over the closed replies with options that commit to none of them."""
-    found = Counter(choice_verdict(ans["reply"], it.options)[1] for it, pick, ans in picks
-                    if it.answer_type == CLOSED and it.options and pick is None)
+    """{reason: count} over the closed replies with options that commit to none of them; an answer that failed
+    (HTTP error, empty, refused ...) is counted as `answer_failed`, whatever its reply text."""
+    found = Counter("answer_failed" if "failure" in ans else choice_verdict(ans["reply"], it.options)[1]
+                    for it, pick, ans in picks if it.answer_type == CLOSED and it.options and pick is None)
     return dict(sorted(found.items()))
 
 

@@ -1,7 +1,7 @@
 """Assemble a LLaVA model from a vision tower and any HF causal LM, as a standard transformers folder.
 
-Vision: a converted DermLIP folder, a raw open_clip DermLIP folder / `hf-hub:` id (converted on the
-fly), or any HF CLIP / SigLIP vision (or full CLIP/SigLIP) model. LLM: any HF causal LM. The result
+Vision: a converted DermLIP folder (CLIP, or BEiT for DermLIP-PanDerm), a raw open_clip DermLIP folder / `hf-hub:`
+id (converted on the fly), or any HF CLIP / SigLIP vision (or full CLIP/SigLIP) model. LLM: any HF causal LM. The result
 is `LlavaForConditionalGeneration` + `LlavaProcessor` whose chat template is the LLM's own, with a
 prelude that turns `[{"type":"image"},{"type":"text",...}]` content into `<image>\\n` + text and pins
 the date templates print (Llama-3.x: "Today Date: ..."), so training and chat render the same text on any day.
@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel,
-                          LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipVisionModel)
+from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BeitModel,
+                          CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+                          SiglipVisionModel)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from dermvqa.model.folder import save_model_folder
@@ -24,7 +25,9 @@ from dermvqa.model.generation import greedy_config, stop_ids
 from dermvqa.model.processor import CHATML_TEMPLATE, IMAGE_TOKEN, image_seq_length, image_side
 
 PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # name -> activation between linear_1 and linear_2
-VISION_TYPES = {"clip_vision_model": (CLIPVisionModel, True), "siglip_vision_model": (SiglipVisionModel, False)}
+# model_type -> (tower class, has a leading CLS token); beit: DermLIP-PanDerm as dermvqa.model.panderm converts it
+VISION_TYPES = {"clip_vision_model": (CLIPVisionModel, True), "siglip_vision_model": (SiglipVisionModel, False),
+                "beit": (BeitModel, True)}
 FULL_TYPES = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
 # Reserved / unused special tokens, in order of preference, that can stand in for <image>.
 RESERVED_PATTERNS = [r"<\|image_pad\|>", r"<\|reserved_special_token_\d+\|>", r"<\|reserved_\d+\|>",
@@ -235,7 +238,7 @@ def build_cli(vision: str, llm: str, out: str, projector: str = "mlp2x_gelu", fe
 def validate_llava(config, processor, where: str) -> None:
     """Raise if a LLaVA config and its processor disagree (the image-token count would not match)."""
     vcfg, tcfg = config.vision_config, config.text_config
-    has_cls = vcfg.model_type == "clip_vision_model"
+    has_cls = VISION_TYPES.get(vcfg.model_type, (None, False))[1]
     problems = []
     expected = image_seq_length(vcfg.image_size, vcfg.patch_size, config.vision_feature_select_strategy, has_cls)
     if config.image_seq_length != expected:

@@ -6,12 +6,14 @@ import typer
 
 
 def convert_dermlip(
-    src: Annotated[str, typer.Argument(help="open_clip DermLIP: 'hf-hub:redlessone/DermLIP_ViT-B-16' or a folder "
+    src: Annotated[str, typer.Argument(help="open_clip DermLIP: 'hf-hub:redlessone/DermLIP_ViT-B-16', "
+                                            "'hf-hub:redlessone/DermLIP_PanDerm-base-w-PubMed-256' or a folder "
                                             "with open_clip_config.json + weights")],
     out: Annotated[str, typer.Option(help="output folder (must not exist or be empty)")],
     allow_pickle: Annotated[bool, typer.Option(help="accept pickle .bin/.pt weights (files you trust)")] = False,
 ):
-    """Convert DermLIP (open_clip) into a transformers CLIP vision tower + CLIPImageProcessor."""
+    """Convert DermLIP (open_clip) into a transformers vision tower + CLIPImageProcessor: CLIP for ViT-B/16, BEiT
+    (plus its zero-shot head) for DermLIP-PanDerm."""
     from dermvqa.model.dermlip import convert_dermlip_cli
 
     convert_dermlip_cli(src, out, allow_pickle)

@@ -5,6 +5,7 @@ Source: a hub id (`hf-hub:redlessone/DermLIP_ViT-B-16`) or a local folder holdin
 width, depth and normalisation come from the config, never from assumptions. The result is a
 `CLIPVisionModelWithProjection` folder (the projection keeps DermLIP's 512-d embedding space);
 `CLIPVisionModel.from_pretrained` / `AutoModel` load it as the plain tower LLaVA uses.
+Weights in the DermLIP-PanDerm layout (`visual.blocks.*`, a CAE ViT) go to dermvqa.model.panderm (a BEiT tower).
 Conversion needs only torch + safetensors: open_clip itself is used in the tests, not here.
 """
 from __future__ import annotations
@@ -31,9 +32,8 @@ _MUST_BE_DEFAULT = {
 _HARMLESS = {"patch_dropout", "layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size", "output_tokens",
              "norm_kwargs", "timm_model_pretrained", "timm_pool", "timm_proj", "timm_proj_bias",
              "timm_drop", "timm_drop_path", "attn_pooler_queries", "attn_pooler_heads"}
-PANDERM_HINT = ("it is the PanDerm (CAE ViT) variant of DermLIP, which only the Derm1M repository's fork of "
-                "open_clip can build (github.com/SiyuanYan1/Derm1M, src/open_clip); stock open_clip and this "
-                "converter cannot. Use hf-hub:redlessone/DermLIP_ViT-B-16 or any HF CLIP/SigLIP vision model")
+PANDERM_HINT = ("vision_cfg names the PanDerm (CAE ViT) variant of DermLIP, which only the Derm1M repository's fork "
+                "of open_clip builds, but the weights are not in its layout (no visual.blocks.*, visual.patch_embed.*)")
 
 
 class DermLIPError(ValueError):
@@ -191,15 +191,46 @@ def image_processor(preprocess_cfg: dict, image_size: int):
     raise DermLIPError(f"preprocess resize_mode {mode!r} has no CLIPImageProcessor equivalent")
 
 
+def check_layout(state: dict, where: str) -> None:
+    """Raise unless the image-tower weights are an open_clip ViT's or DermLIP-PanDerm's."""
+    if not any(k.startswith(("visual.conv1.", "visual.transformer.resblocks.")) for k in state):
+        found = sorted({".".join(k.split(".")[:2]) for k in state if k.startswith("visual.")})[:5]
+        raise DermLIPError(f"{where}: the weights are neither an open_clip ViT (visual.conv1, visual.transformer."
+                           f"resblocks.*) nor DermLIP-PanDerm (visual.patch_embed, visual.blocks.*); found "
+                           f"{found or 'no visual.* keys'}")
+
+
+def panderm_tower(weights: dict, model_cfg: dict, preprocess_cfg: dict, folder: Path):
+    """(PanDermTower, CLIPImageProcessor) for weights in the DermLIP-PanDerm layout (dermvqa.model.panderm)."""
+    from dermvqa.model.panderm import PanDermError, convert_panderm
+
+    try:
+        tower = convert_panderm(weights, model_cfg, str(folder))
+    except PanDermError as e:
+        raise DermLIPError(str(e)) from None
+    side = tower.config.image_size
+    if preprocess_cfg.get("size", side) not in (side, [side, side]):
+        raise DermLIPError(f"{folder}: preprocess_cfg.size {preprocess_cfg['size']} but the tower's position table "
+                           f"is for {side}px")
+    return tower, image_processor(preprocess_cfg, side)
+
+
 def convert_dermlip(src: str, allow_pickle: bool = False):
-    """Return (CLIPVisionModelWithProjection in fp32, CLIPImageProcessor) for an open_clip DermLIP source."""
+    """Return (CLIPVisionModelWithProjection in fp32, CLIPImageProcessor) for an open_clip DermLIP source, or
+    (PanDermTower, CLIPImageProcessor) for DermLIP-PanDerm; `.vision_model` of either is the tower LLaVA takes."""
     from transformers import CLIPVisionModelWithProjection
+
+    from dermvqa.model.panderm import is_panderm
 
     folder = resolve_source(src)
     model_cfg, preprocess_cfg, where = read_config(folder)
+    weights = load_weights(folder, allow_pickle)
+    if is_panderm(weights):
+        return panderm_tower(weights, model_cfg, preprocess_cfg, folder)
+    check_layout(weights, str(folder))
     check_supported(model_cfg, where)
     config = vision_config(model_cfg)
-    state = convert_state_dict(load_weights(folder, allow_pickle), config.num_hidden_layers, str(folder))
+    state = convert_state_dict(weights, config.num_hidden_layers, str(folder))
     model = CLIPVisionModelWithProjection(config).eval()
     if "visual_projection.weight" not in state:
         state["visual_projection.weight"] = torch.zeros_like(model.visual_projection.weight)
@@ -223,5 +254,6 @@ def convert_dermlip_cli(src: str, out: str, allow_pickle: bool = False) -> None:
     model, processor = convert_dermlip(src, allow_pickle=allow_pickle)
     path = save_converted(model, processor, out, src)
     c = model.config
-    print(f"converted {src} -> {path}: ViT {c.num_hidden_layers}x{c.hidden_size}, patch {c.patch_size}, "
-          f"{c.image_size}px, act {c.hidden_act}, mean {processor.image_mean}, std {processor.image_std}")
+    print(f"converted {src} -> {path}: {c.model_type} ViT {c.num_hidden_layers}x{c.hidden_size}, patch "
+          f"{c.patch_size}, {c.image_size}px, act {c.hidden_act}, mean {processor.image_mean}, "
+          f"std {processor.image_std}")

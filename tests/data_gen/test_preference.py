@@ -37,8 +37,7 @@ def world(split_of_b="train"):
             "no"),
         rec("a5", "a.png", "morphology", "What features?", "macule, brown(hyperpigmentation)", NEVUS),
         rec("a6", "a.png", "morphology", "Which is visible? A. scale B. macule C. nodule",
-            "Of the options, the lesion shows macule, not scale or nodule. Answer: macule.", NEVUS,
-            ["scale", "macule", "nodule"],
+            "The lesion shows macule, brown(hyperpigmentation). Answer: macule.", NEVUS, ["scale", "macule", "nodule"],
             1, "macule"),
         rec("a7", "a.png", "category", "Benign or malignant? A. malignant B. benign", "benign", NEVUS[:2],
             ["malignant", "benign"], 1),
@@ -82,7 +81,7 @@ def test_each_rule_gives_the_hand_written_rejected_answer():
     assert got["a4"] == ("yes_no_flip", "The lesion looks like Basal cell carcinoma. Answer: yes.")
     assert got["c1"] == ("ontology_cousin", "Nummular eczema")  # from the image's yes/no negative
     assert got["a5"] == ("absent_finding", "scale, brown(hyperpigmentation)")
-    assert got["a6"] == ("absent_finding", "Of the options, the lesion shows scale, not macule or nodule. Answer: scale.")
+    assert got["a6"] == ("absent_finding", "The lesion shows scale, brown(hyperpigmentation). Answer: scale.")
     assert set(got) == {"a1", "a2", "a3", "a4", "a5", "a6", "b1", "b2", "c1", "c2"}
     assert report["skipped"] == {"category: no preference rule for family category": 1,
                                  "diagnosis: no sibling or cousin among the image's neighbours": 1,

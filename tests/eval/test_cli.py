@@ -61,13 +61,16 @@ def test_eval_help_lists_backends_and_their_options():
     result = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "240"})     # wide: no option name cut short
     out = " ".join(result.output.split())
     for word in ("llava:DIR", "hf:ID_OR_DIR", "openai:MODEL@URL", "--api-key-env", "--concurrency",
-                 "--trust-remote-code", "--allow-untested-family", "--shard", "merge"):
+                 "--trust-remote-code", "--allow-untested-family", "--shard", "merge", "--timeout", "--retries",
+                 "--max-tokens-param", "--no-temperature", "--extra-body", "--max-failure-share", "--allow-failures"):
         assert word in out, word
 
 
 def test_backend_options_are_refused_for_other_backends(qa_world, tmp_path):
     for flags, message in ((["--concurrency", "4"], "--concurrency applies to --model openai:..., not to llava:"),
-                           (["--trust-remote-code"], "--trust-remote-code applies to --model hf:..., not to llava:")):
+                           (["--trust-remote-code"], "--trust-remote-code applies to --model hf:..., not to llava:"),
+                           (["--retries", "0"], "--retries applies to --model openai:..., not to llava:"),
+                           (["--no-temperature"], "--no-temperature applies to --model openai:..., not to llava:")):
         result = runner.invoke(app, ["eval", "--model", str(tmp_path), "--bench", f"qa:{qa_world}", "--out",
                                      str(tmp_path / "out"), *flags])
         assert result.exit_code == 2 and f"error: {message}" in result.output

@@ -29,14 +29,14 @@ def world_sha256(world):
     return h.hexdigest()
 
 
-def write_run(out, world, replies: dict, sha256: str | None = "same"):
+def write_run(out, world, replies: dict, sha256: str | None = "same", max_new_tokens: int = 8):
     """A run folder as the runner leaves it: run.json, answers.jsonl (with blind twins), metrics.json."""
     spec = f"qa:{world}"
     bench = load_bench(spec)
     chosen = [it for it in bench.items if it.id in replies or it.id == "gone"]
     items = [it for it in chosen if all(p.is_file() for p in it.images)]
     missing = {it.id: "not found" for it in chosen if it not in items}
-    settings = {"model": f"llava:{out.name}", "bench": spec, "mode": "generate", "max_new_tokens": 8,
+    settings = {"model": f"llava:{out.name}", "bench": spec, "mode": "generate", "max_new_tokens": max_new_tokens,
                 "likelihood_reduce": "sum", "decoding": "greedy"}
     out.mkdir(parents=True)
     log = AnswerLog(out, settings)
@@ -167,7 +167,28 @@ def test_cli_takes_k_runs_and_a_baseline(runs, tmp_path):
     assert f"## Paired against the baseline {paths['r1']}" in result.output
     assert json.loads((tmp_path / "cli" / "compare.json").read_text())["baseline"] == str(paths["r1"])
     bad = CliRunner().invoke(app, ["eval", "compare", str(paths["r0"]), str(paths["r1"]), "--baseline", "nope"])
-    assert bad.exit_code != 0
+    assert bad.exit_code == 2 and f"error: --baseline nope is not one of the runs ({paths['r0']}" in bad.stderr
+
+
+def test_baseline_given_as_another_spelling_of_a_listed_run(runs, monkeypatch):
+    root, _, paths, _ = runs
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, ["eval", "compare", "r0", "r1", "--baseline", str(paths["r1"].resolve())])
+    assert result.exit_code == 0, result.output
+    assert "## Paired against the baseline r1 (" in result.stdout     # named as listed
+
+
+def test_leaderboard_shows_max_new_tokens_and_compare_errors_are_one_line(runs, tmp_path, capsys):
+    root, world, paths, _ = runs
+    longer = write_run(tmp_path / "long", world, {"yn0": "yes", "mc0": "psoriasis"}, max_new_tokens=256)
+    markdown = compare([paths["r0"], longer], n_boot=N_BOOT)
+    assert "| run | model | mode | max new tokens | n |" in markdown
+    board = markdown.split("## Leaderboard")[1].split("## Paired")[0]
+    cells = [line.split(" | ") for line in board.splitlines() if line.startswith("| /")]
+    assert [(c[0][2:], c[3]) for c in cells] == [(str(paths["r0"]), "8"), (str(longer), "256")]
+    other = write_run(tmp_path / "other", world, {"yn0": "yes"}, sha256="0" * 64)
+    assert app.run(["eval", "compare", str(paths["r0"]), str(other)]) == 2  # the real entry point's error line
+    assert capsys.readouterr().err.startswith("error: the runs use different benchmark files")
 
 
 def test_mcnemar_edge_cases_by_hand():

@@ -101,6 +101,7 @@ def test_unparsed_share_overall_and_per_family_never_a_guess():
         ("mc0", "multiple_choice", mc, 1, {"reply": "B"}, True),
         ("mc1", "multiple_choice", mc, 0, {"reply": "psoriasis or eczema"}, False),
         ("mc2", "multiple_choice", mc, 2, {"reply": "I cannot tell from this photo."}, False),
+        ("mc3", "multiple_choice", mc, 1, {"reply": "The skin shows eczema and scale. Answer: scale."}, False),
     ]
     items = [EvalItem(i, [], "q?", [o[g]], "closed", options=o, answer_index=g, family=f, source="s")
              for i, f, o, g, _, _ in cases]
@@ -109,14 +110,16 @@ def test_unparsed_share_overall_and_per_family_never_a_guess():
     m = build_metrics(Bench("qa", "qa:x", items), items, {}, log, {"model": "m"}, blind=False, n_boot=20)
     unparsed = [c for c in cases if not c[5]]
     assert m["unparsed_closed_replies"] == {"image": len(unparsed)}
+    assert m["unparsed_reasons"] == {"image": {"answer_failed": 1, "no_verdict": 1, "not_an_option": 2,
+                                               "several_options": 1}}
     overall = m["overall"]["image"]
-    assert overall["unparsed"]["value"] == pytest.approx(len(unparsed) / len(cases)) and overall["unparsed"]["n"] == 7
+    assert overall["unparsed"]["value"] == pytest.approx(len(unparsed) / len(cases)) and overall["unparsed"]["n"] == 8
     for fam in ("yes_no", "multiple_choice"):
         in_family = [c for c in cases if c[1] == fam]
         share = sum(not c[5] for c in in_family) / len(in_family)
         assert m["strata"]["family"][fam]["image"]["unparsed"]["value"] == pytest.approx(share)
     # every unparsed reply scores wrong: accuracy counts only the parsed, correct ones (yn0, yn3, mc0)
-    assert overall["accuracy"]["value"] == pytest.approx(3 / 7)
+    assert overall["accuracy"]["value"] == pytest.approx(3 / 8)
     assert "unparsed" not in m["strata"]["family"]["diagnosis"]["image"]
 
 

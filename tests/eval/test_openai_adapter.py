@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from dermvqa.eval.adapters.base import FAILURES
+from dermvqa.eval.adapters.chat_protocol import split_thinking
 from dermvqa.eval.adapters.openai_chat import EndpointError, OpenAIChatAdapter, parse_spec
 from tests.conftest import REPO
 from tests.eval.fake_vlm_server import FakeVLMServer, echo
@@ -47,6 +48,11 @@ def expected(prompt: str, max_retries: int) -> tuple[dict, int]:
 
 
 
+def core(row: dict) -> dict:
+    """The row's answer and failure reason, without its details (finish_reason, error message)."""
+    return {k: row[k] for k in ("reply", "failure") if k in row}
+
+
 def images(n: int) -> list[Image.Image]:
     return [Image.new("RGB", (16, 12), (40 + 13 * i, 200 - 7 * i, 90)) for i in range(n)]
 
@@ -64,7 +70,7 @@ def test_every_item_answered_or_counted_under_its_reason(tmp_path):
         model.close()
         for prompt, row in zip(prompts, rows):
             want, sent = expected(prompt, MAX_RETRIES)
-            assert row == want, prompt
+            assert core(row) == want, prompt
             assert server.count(prompt) == sent, prompt
             assert row.get("failure", FAILURES[0]) in FAILURES
     assert {r.get("failure") for r in rows} == {None, "error_http", "error_timeout", "error_malformed", "empty",
@@ -76,7 +82,7 @@ def test_request_format_and_bounded_concurrency(tmp_path):
     with FakeVLMServer(delay_s=0.15) as server:
         model = adapter(server, tmp_path, concurrency=2)
         rows = model.generate(pics, [f"question {i}" for i in range(6)], max_new_tokens=7)
-        manifest = model.manifest()
+        manifest, options = model.manifest(), model.run_options()
         model.close()
     assert [r["reply"] for r in rows] == [f"reply to: question {i}" for i in range(6)]
     assert server.max_in_flight == 2
@@ -90,7 +96,8 @@ def test_request_format_and_bounded_concurrency(tmp_path):
         k = int(req["prompt"].split()[-1])
         assert sent.format == "PNG" and sent.convert("RGB").tobytes() == pics[k].tobytes()
     assert manifest["served_model"] == "fake-vlm-1" and manifest["requested_model"] == "test-model"
-    assert manifest["endpoint"] == server.url and manifest["settings"]["concurrency"] == 2
+    assert manifest["endpoint"] == server.url and options["concurrency"] == 2 and "concurrency" not in manifest
+    assert manifest["settings"] == {"temperature": 0, "max_tokens_param": "max_tokens", "extra_body": {}}
 
 
 def test_rerun_sends_no_request_for_cached_answers(tmp_path):
@@ -123,7 +130,8 @@ def test_api_key_is_sent_but_never_written(tmp_path, monkeypatch):
     monkeypatch.setenv("DERMVQA_TEST_KEY", key)
     with FakeVLMServer(api_key=key) as server:
         model = adapter(server, tmp_path, api_key_env="DERMVQA_TEST_KEY")
-        assert model.generate(images(2), ["a", "b"], 8) == [{"reply": echo("a")}, {"reply": echo("b")}]
+        assert [core(r) for r in model.generate(images(2), ["a", "b"], 8)] == [{"reply": echo("a")},
+                                                                                {"reply": echo("b")}]
         (tmp_path / "manifest.txt").write_text(repr(model.manifest()))
         model.close()
         monkeypatch.setenv("DERMVQA_TEST_KEY", "wrong")
@@ -239,7 +247,20 @@ def test_served_api_gives_the_llava_runs_answers_and_metrics(chatty_model_dir, q
     assert len(replies["llava"]) == 72 and replies["openai"] == replies["llava"]
     assert len(set(replies["llava"].values())) > 10  # varied replies, so equality means something
     assert served["manifest"]["adapter"]["served_model"] == "chatty"
+    finished = served.pop("finish_reasons")  # the endpoint reports why each answer ended; llava: does not
+    assert set(finished) == {"image", "blind"} and all(sum(c.values()) == 36 for c in finished.values())
     for m in (direct, served):
         for k in ("settings", "manifest"):
             m.pop(k)
     assert served == direct
+
+
+@pytest.mark.parametrize("text, answer, thinking", [
+    ("<think>a, b</think>\n\nyes", "yes", "a, b"),
+    ("looked at the border</think> no", "no", "looked at the border"),     # the template opened the block
+    ("<think>one</think>B<think>two</think>", "B", "one\n\ntwo"),
+    ("<think>still thinking when cut", "", "still thinking when cut"),
+    ("  plain reply, kept as it is ", "  plain reply, kept as it is ", ""),
+])
+def test_think_blocks_are_cut_from_the_answer_and_kept(text, answer, thinking):
+    assert split_thinking(text) == (answer, thinking)

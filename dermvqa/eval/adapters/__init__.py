@@ -2,11 +2,14 @@
 
 `llava:DIR` (a LLaVA folder dermvqa built; a bare folder path means this), `hf:ID_OR_DIR` (a transformers
 image-text-to-text model), `openai:MODEL@URL` (an OpenAI-compatible chat endpoint). Each backend takes only
-its own options (ADAPTER_OPTIONS); the others are not passed to it.
+its own options (ADAPTER_OPTIONS); the others are not passed to it. A spec that starts like a backend name
+(`name:`) and is no existing path names an unknown backend, not a folder.
 """
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
 from dermvqa.eval.adapters.base import ModelAdapter
 
@@ -15,8 +18,10 @@ ADAPTERS = {"llava": ("dermvqa.eval.adapters.llava", "LlavaAdapter"),
             "openai": ("dermvqa.eval.adapters.openai_chat", "OpenAIChatAdapter")}
 ADAPTER_OPTIONS = {"llava": ("device", "batch_size"),
                    "hf": ("device", "trust_remote_code", "allow_untested"),
-                   "openai": ("api_key_env", "concurrency", "cache_dir", "timeout", "max_retries", "blank_rgb")}
+                   "openai": ("api_key_env", "concurrency", "cache_dir", "timeout", "max_retries", "blank_rgb",
+                              "max_tokens_param", "send_temperature", "extra_body")}
 SPEC_FORMS = "llava:DIR (or a bare folder), hf:ID_OR_DIR, openai:MODEL@URL"
+BACKEND_NAME = re.compile(r"[A-Za-z][\w.+-]+")  # two characters at least: `C:` is a Windows drive
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -26,7 +31,7 @@ def split_spec(spec: str) -> tuple[str, str]:
         if not target:
             raise ValueError(f"--model {spec!r}: nothing after {kind}:; expected {SPEC_FORMS}")
         return kind, target
-    if sep and kind.isidentifier() and len(kind) > 1 and not target.startswith(("/", "\\")):
+    if sep and BACKEND_NAME.fullmatch(kind) and not Path(spec).exists():
         raise ValueError(f"--model {spec!r}: unknown backend {kind!r}; accepted: {SPEC_FORMS}")
     return "llava", str(spec)
 

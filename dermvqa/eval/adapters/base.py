@@ -2,15 +2,17 @@
 
 The runner, the blind control, the strata and the reports see only this: a batch of images and questions
 in, one answer row per question out, and (where the backend exposes logits) option probabilities.
-An answer row is {"reply": text} or, when the backend could not produce an answer, {"reply": "",
-"failure": reason} with reason one of FAILURES; the runner logs it, the report counts it by reason and it
-scores as wrong. It is never dropped, never retried into a guess.
+An answer row is {"reply": text} (endpoints add "finish_reason", and "thinking" for reasoning cut from the
+answer) or, when the backend could not produce an answer, {"reply": "",
+"failure": reason} with reason one of FAILURES (and, where the backend knows them, "error": what went wrong,
+"hint": what to change); the runner logs it, the report counts it by reason, it scores as wrong, and a rerun
+into the same folder asks it again. It is never dropped, never retried into a guess.
 """
 from __future__ import annotations
 
 from PIL import Image
 
-FAILURES = ("empty", "refused", "error_http", "error_timeout", "error_malformed", "error_other")
+FAILURES = ("empty", "refused", "reasoning_only", "error_http", "error_timeout", "error_malformed", "error_other")
 
 
 class ModelAdapter:
@@ -38,6 +40,11 @@ class ModelAdapter:
         """What identifies the model for `compare`: kind, spec, path + weight-file sha256 or hub id + revision
         or endpoint + served model name, the prompt template, the decoding settings."""
         raise NotImplementedError
+
+    def run_options(self) -> dict:
+        """How this run reaches the model where that changes no answer (timeouts, retries, concurrency): kept in
+        run_info.json, not in the manifest, so a rerun may change them."""
+        return {}
 
     def close(self) -> None:
         """Release what the backend holds (HTTP sessions, caches)."""

@@ -5,6 +5,8 @@ with left padding and decoded greedily with the settings pinned here, so the mod
 (an instruct model's temperature, top_p, repetition penalty) never acts. Closed questions can instead be
 scored by option likelihood: each option as the assistant's whole reply, as dermvqa.infer.likelihood does
 for our own LLaVA folders. Families are allowed by config.model_type only where a test covers them.
+Prefix-LM families (PaliGemma: bidirectional attention over image + prompt, token_type_ids 0) get the
+scored reply as causal suffix (token_type_ids 1), as their own generate() marks generated tokens.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from dermvqa.eval.adapters.base import ModelAdapter
 from dermvqa.model.folder import files_sha256
@@ -22,8 +25,9 @@ from dermvqa.infer.likelihood import VERDICT, finding_of, states_finding
 from dermvqa.model.generation import model_greedy_config
 
 # config.model_type of every family tests/eval/test_adapters_hf.py builds and checks.
-TESTED_MODEL_TYPES = ("gemma3", "idefics3", "llava", "llava_next", "llava_onevision", "qwen2_5_vl", "qwen2_vl",
-                      "smolvlm")
+TESTED_MODEL_TYPES = ("gemma3", "idefics3", "llava", "llava_next", "llava_onevision", "paligemma", "qwen2_5_vl",
+                      "qwen2_vl", "smolvlm")
+PREFIX_LM_MODEL_TYPES = ("paligemma",)  # token_type_ids: 0 = bidirectional prefix, 1 = causal suffix
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 PINNED_FIELDS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "repetition_penalty",
                  "no_repeat_ngram_size", "length_penalty", "eos_token_id", "pad_token_id")
@@ -59,6 +63,10 @@ class HFAdapter(ModelAdapter):
         self.trust_remote_code, self.allow_untested = trust_remote_code, allow_untested
         config = AutoConfig.from_pretrained(self.source, trust_remote_code=trust_remote_code)
         self.model_type = config.model_type
+        if (self.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+                and "AutoModelForImageTextToText" not in (getattr(config, "auto_map", None) or {})):
+            raise ValueError(f"--model {spec}: not an image-text-to-text model (model_type {self.model_type!r} has "
+                             "no AutoModelForImageTextToText class: a text-only LLM cannot see the image)")
         if self.model_type not in TESTED_MODEL_TYPES and not allow_untested:
             raise ValueError(f"--model {spec}: model_type {self.model_type!r} is not a tested family "
                              f"({', '.join(TESTED_MODEL_TYPES)}); pass --allow-untested-family to run it anyway "
@@ -87,6 +95,7 @@ class HFAdapter(ModelAdapter):
         batch = self.processor(images=[[im.convert("RGB")] for im in images], text=prompts, padding=True,
                                add_special_tokens=not (bos and all(p.startswith(bos) for p in prompts)),
                                return_tensors="pt")
+        batch.pop("labels", None)  # PaliGemma's processor derives training labels from the prompt
         return {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
                 for k, v in batch.items()}
 
@@ -129,9 +138,11 @@ class HFAdapter(ModelAdapter):
         for r, cont in enumerate(conts):
             tail[r, :len(cont)], tail_mask[r, :len(cont)] = torch.tensor(cont), 1
         tail, tail_mask = tail.to(self.device), tail_mask.to(self.device)
+        suffix = torch.ones_like(tail) if self.model_type in PREFIX_LM_MODEL_TYPES else torch.zeros_like(tail)
         for key, value in batch.items():  # every per-token tensor grows with the reply
             if value.dim() == 2 and value.shape[1] == prompt_len:
-                extra = {"input_ids": tail, "attention_mask": tail_mask}.get(key, torch.zeros_like(tail))
+                extra = {"input_ids": tail, "attention_mask": tail_mask, "token_type_ids": suffix}.get(
+                    key, torch.zeros_like(tail))
                 batch[key] = torch.cat([value, extra.to(value.dtype)], dim=1)
         logits = self.model(**batch, logits_to_keep=width + 1).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # kept position t predicts reply token t
