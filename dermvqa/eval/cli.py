@@ -225,10 +225,7 @@ def compare_cmd(runs: list[Path] = typer.Argument(..., help="two or more `dermvq
     overall and per Fitzpatrick type, source and family. Refuses runs of different benchmark files."""
     from dermvqa.eval.compare import compare
 
-    first = runs[0]
-    if baseline is not None:
-        first = next((r for r in runs if r.resolve() == baseline.resolve()), None)
-        if first is None:
-            typer.echo(f"error: --baseline {baseline} is not one of the runs ({', '.join(map(str, runs))})", err=True)
-            raise typer.Exit(2)
-    typer.echo(compare([first, *(r for r in runs if r != first)], out))  # errors: one line, by dermvqa.cli
+    first = runs[0] if baseline is None else next((r for r in runs if r.resolve() == baseline.resolve()), None)
+    if first is None:  # errors here and in compare() become one `error:` line, exit 2, in dermvqa.cli
+        raise ValueError(f"--baseline {baseline} is not one of the runs ({', '.join(map(str, runs))})")
+    typer.echo(compare([first, *(r for r in runs if r != first)], out))

@@ -90,12 +90,17 @@ def build_manifest(adapter: dict, settings: dict, bench: Bench) -> dict:
             "libraries": library_versions()}
 
 
+def row_counts(items, log, blind: bool, field: str) -> dict[str, dict[str, int]]:
+    """{"image": {value: n}, "blind": {...}}: the answer rows carrying `field`, by its value."""
+    runs = ("image", "blind") if blind else ("image",)
+    return {run: dict(sorted(Counter(row[field] for it in items
+                                     if field in (row := log.get(it.id, run == "blind"))).items()))
+            for run in runs}
+
+
 def failure_counts(items, log, blind: bool) -> dict[str, dict[str, int]]:
     """{"image": {reason: n}, "blind": {...}}: the answer rows the backend could not answer, by reason."""
-    runs = ("image", "blind") if blind else ("image",)
-    return {run: dict(sorted(Counter(row["failure"] for it in items
-                                     if "failure" in (row := log.get(it.id, run == "blind"))).items()))
-            for run in runs}
+    return row_counts(items, log, blind, "failure")
 
 
 def failure_line(failures: dict) -> str:

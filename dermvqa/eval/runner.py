@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from pathlib import Path
 
 from atomic_files import write_text_atomic
@@ -22,7 +21,7 @@ from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.loaders import load_bench
 from dermvqa.eval.manifest import (ADAPTER_FILE, adapter_manifest, benchmark_files, build_manifest, failure_counts,
-                                   stored_adapter_manifest)
+                                   row_counts, stored_adapter_manifest)
 from dermvqa.eval.shard import SHARD_FILE, read_shards, write_marker
 from dermvqa.model.folder import files_sha256
 from dermvqa.eval.shard import select as shard_select
@@ -130,14 +129,6 @@ def failure_examples(items: list[EvalItem], log: AnswerLog, blind: bool) -> dict
     return dict(sorted(examples.items()))
 
 
-def finish_reasons(items: list[EvalItem], log: AnswerLog, blind: bool) -> dict[str, dict[str, int]]:
-    """{"image": {finish_reason: n}, "blind": {...}} over the rows whose backend reports one (endpoints)."""
-    runs = {"image": False, "blind": True} if blind else {"image": False}
-    return {run: dict(sorted(Counter(row["finish_reason"] for it in items
-                                     if "finish_reason" in (row := log.get(it.id, b))).items()))
-            for run, b in runs.items()}
-
-
 def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dict[str, str], log: AnswerLog,
                     settings: dict, blind: bool, adapter: dict, info: dict, n_boot: int, seed: int,
                     gap_min_n: int, plots: bool, judge: str | None = None,
@@ -151,7 +142,7 @@ def score_and_write(out: Path, bench: Bench, items: list[EvalItem], missing: dic
     metrics = build_metrics(bench, items, missing, log, settings, blind, n_boot, seed, gap_min_n, verdicts)
     metrics["manifest"] = build_manifest(adapter, settings, bench)
     metrics["answer_failures"] = failure_counts(items, log, blind)
-    examples, finished = failure_examples(items, log, blind), finish_reasons(items, log, blind)
+    examples, finished = failure_examples(items, log, blind), row_counts(items, log, blind, "finish_reason")
     if examples:
         metrics["answer_failure_examples"] = examples
     if any(finished.values()):
