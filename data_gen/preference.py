@@ -13,8 +13,8 @@ in the pair as `rule`:
   "The lesion looks like N, not X. Answer: no." (N the nearest sibling/cousin as above); "The lesion looks like
   X, not Y. Answer: no." becomes "The lesion looks like Y. Answer: yes.".
 - `absent_finding` (morphology): the image's listed concept that its closed question asks for is replaced by
-  the first surely-absent distractor of that question (data_gen/concepts.py); the closed answer's verdict
-  names that absent finding too.
+  the first surely-absent distractor of that question (data_gen/concepts.py); a closed item's rejected
+  answer is its own first distractor.
 Every train record that yields no pair is counted with its reason; other splits are counted, never used.
 """
 from __future__ import annotations
@@ -99,16 +99,14 @@ def _rejected(r: dict, image_records: list[dict], paths: dict) -> tuple[str | No
         asked = yes_no.asked_name(r["answer"], 1)
         return yes_no.ANSWERS[0].format(dx=asked), FLIP, asked
     if family == morphology.NAME:
+        if r["options"]:  # a closed item: its first offered distractor instead of the offered feature
+            absent = next(o for i, o in enumerate(r["options"]) if i != r["answer_index"])
+            return absent, ABSENT, absent
         closed = next((c for c in image_records if c["family"] == morphology.NAME and c["options"]), None)
         if closed is None:
             return None, "no closed morphology question naming an absent finding", ""
-        present = closed["label"]
         absent = next(o for i, o in enumerate(closed["options"]) if i != closed["answer_index"])
-        shown = r["answer"].split(". Answer:")[0].removeprefix("The lesion shows ").split(", ")
-        listed = ", ".join(absent if c == present else c for c in shown)
-        if r["options"]:
-            return morphology.ANSWERS[0].format(listed=listed, present=absent), ABSENT, absent
-        return listed, ABSENT, absent
+        return ", ".join(absent if c == closed["label"] else c for c in r["answer"].split(", ")), ABSENT, absent
     return None, f"no preference rule for family {family}", ""
 
 

@@ -35,7 +35,7 @@ from data_gen.scan import scan as run_scan
 from data_gen.split import check_fractions
 
 # Most records one image may give per family (more would over-weight rows with many concepts/levels).
-PER_IMAGE_CAP = {"category": 3}
+PER_IMAGE_CAP = {"category": 3, "morphology": 3}  # morphology: open + two closed (train rows only)
 DEFAULT_CAP = 2
 
 

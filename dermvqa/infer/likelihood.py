@@ -16,7 +16,7 @@ from PIL import Image
 from dermvqa.infer.generate import answer_batch, encode_prompts, prompt_text, user_turn
 
 VERDICT = ". Answer: "
-VERDICT_FAMILIES = {"yes_no", "morphology", "neoplasm"}  # closed answers trained as "<finding>. Answer: <option>."
+VERDICT_FAMILIES = {"yes_no", "neoplasm"}  # closed answers trained as "<finding>. Answer: <option>."
 
 
 def states_finding(family: str, options: list[str]) -> bool:

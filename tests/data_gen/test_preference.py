@@ -36,9 +36,11 @@ def world(split_of_b="train"):
             "The lesion looks like Melanocytic nevus, not Basal cell carcinoma. Answer: no.", NEVUS, ["yes", "no"], 1,
             "no"),
         rec("a5", "a.png", "morphology", "What features?", "macule, brown(hyperpigmentation)", NEVUS),
-        rec("a6", "a.png", "morphology", "Which is visible? A. scale B. macule C. nodule",
-            "The lesion shows macule, brown(hyperpigmentation). Answer: macule.", NEVUS, ["scale", "macule", "nodule"],
-            1, "macule"),
+        rec("a6", "a.png", "morphology", "Which is visible? A. scale B. macule C. nodule", "macule", NEVUS,
+            ["scale", "macule", "nodule"], 1, "macule"),
+        rec("a8", "a.png", "morphology", "Which is present? A. papule B. nodule C. brown(hyperpigmentation)",
+            "brown(hyperpigmentation)", NEVUS, ["papule", "nodule", "brown(hyperpigmentation)"], 2,
+            "brown(hyperpigmentation)"),
         rec("a7", "a.png", "category", "Benign or malignant? A. malignant B. benign", "benign", NEVUS[:2],
             ["malignant", "benign"], 1),
         rec("b1", "b.png", "diagnosis", "What is the diagnosis?", "Malignant melanoma, melanoma", MELANOMA,
@@ -81,15 +83,16 @@ def test_each_rule_gives_the_hand_written_rejected_answer():
     assert got["a4"] == ("yes_no_flip", "The lesion looks like Basal cell carcinoma. Answer: yes.")
     assert got["c1"] == ("ontology_cousin", "Nummular eczema")  # from the image's yes/no negative
     assert got["a5"] == ("absent_finding", "scale, brown(hyperpigmentation)")
-    assert got["a6"] == ("absent_finding", "The lesion shows scale, brown(hyperpigmentation). Answer: scale.")
-    assert set(got) == {"a1", "a2", "a3", "a4", "a5", "a6", "b1", "b2", "c1", "c2"}
+    assert got["a6"] == ("absent_finding", "scale")
+    assert got["a8"] == ("absent_finding", "papule")  # the second closed item rejects its own distractor
+    assert set(got) == {"a1", "a2", "a3", "a4", "a5", "a6", "a8", "b1", "b2", "c1", "c2"}
     assert report["skipped"] == {"category: no preference rule for family category": 1,
                                  "diagnosis: no sibling or cousin among the image's neighbours": 1,
                                  "multiple_choice: no sibling or cousin among the image's neighbours": 1,
                                  ("diagnosis: synthesis chose no neighbour for this image (no multiple-choice or "
                                   "yes/no negative)"): 1}
-    assert report["pairs"] + sum(report["skipped"].values()) == report["train_records"] == 14
-    assert report["by_rule"] == {"ontology_sibling": 4, "ontology_cousin": 1, "yes_no_flip": 3, "absent_finding": 2}
+    assert report["pairs"] + sum(report["skipped"].values()) == report["train_records"] == 15
+    assert report["by_rule"] == {"ontology_sibling": 4, "ontology_cousin": 1, "yes_no_flip": 3, "absent_finding": 3}
     pair = next(p for p in pairs if p["record_id"] == "a2")
     assert pair["prompt"] == [{"role": "user", "content": [{"type": "image"},
                                                            {"type": "text", "text": "Which fits? A. BCC B. MM C. MN D. V"}]}]
@@ -99,7 +102,7 @@ def test_each_rule_gives_the_hand_written_rejected_answer():
 def test_only_the_train_split_makes_pairs():
     pairs, report = preference_pairs(world(split_of_b="test"))
     assert not {p["record_id"] for p in pairs} & {"b1", "b2", "e1"}
-    assert report["not_train_records"] == {"test": 3} and report["train_records"] == 12
+    assert report["not_train_records"] == {"test": 3} and report["train_records"] == 13
     # the test melanoma's name still resolves the nevus's sibling (names and paths only, no test pair)
     assert by_record(pairs)["a1"] == ("ontology_sibling", "Malignant melanoma, melanoma")
 
