@@ -111,6 +111,12 @@ def test_quickstart_ham10000_small(tmp_path):
     assert 0 <= alert["test"]["melanoma_sensitivity"] <= 1
     assert json.loads((out / "train" / "model" / "dermvqa_alert.json").read_text()) == alert["val"]
     assert "malignancy referral (level" in res.output
+    table = r["diagnosis_table"]  # probe, likelihood as scored and adjusted, open answer, blind: per class
+    assert set(table) == {"probe", "option_likelihood", "likelihood_adjusted", "open_answer", "blind_likelihood"}
+    assert all(set(m["recall"]) == set(CLASSES) and m["n"] == 14 for m in table.values())
+    assert "| class | probe | option_likelihood | likelihood_adjusted" in res.output
+    prior = json.loads((out / "train" / "model" / "dermvqa_prior.json").read_text())
+    assert prior["counts"] == {c: 6 for c in CLASSES} and prior["records"] == 42  # the 6 train images per class
 
 
 def test_quickstart_ham10000_needs_data(tmp_path):

@@ -19,6 +19,7 @@ import typer
 
 from data_gen.importers.ham10000 import DERMAMNIST_LABELS, DX
 from dermvqa.eval.classify import auc
+from dermvqa.eval.diagnosis_table import per_class_lines
 from dermvqa.quickstarts import REPO, Plugin, Prepared, echo_alert
 
 CLASSES = [DX[code][1] for code in DERMAMNIST_LABELS]            # the names the model is taught, medmnist order
@@ -100,8 +101,9 @@ def class_probs(model, processor, images: list, questions: list[str], names: lis
 
 
 def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: Path, import_csv: Path,
-                       batch_size: int = 64) -> dict:
-    """The 7-class figures on the official test split and its lesion-disjoint part, image and blind."""
+                       prior: dict[str, float], batch_size: int = 64) -> dict:
+    """The 7-class figures on the official test split and its lesion-disjoint part, image and blind, and the
+    per-class diagnosis table of the official test split (dermvqa/eval/diagnosis_table.py)."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -136,7 +138,24 @@ def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: P
             key = f"{subset}{'_blind' if blind else ''}"
             report[key] = {"open_answer": class_metrics(g, open_pred),
                            "option_likelihood": class_metrics(g, list(p.argmax(1)), p)}
+    report["diagnosis_table"] = diagnosis_table(model, processor, qa_dir, images, test, gold, probs, prior,
+                                                report["official_test"], report["official_test_blind"])
     return report
+
+
+def diagnosis_table(model, processor, qa_dir, images, test, gold, probs, prior, image_run, blind_run) -> dict:
+    """Probe, option likelihood (as scored and logit-adjusted by the training prior), open answer, blind."""
+    from data_gen.records import read_records
+    from dermvqa.eval.diagnosis_table import adjusted_probs, probe_probs
+
+    train = [(str(images / r["image"]), CLASSES.index(r["label"]))
+             for r in read_records(qa_dir, split="train") if r["family"] == "diagnosis"]
+    probe = probe_probs(model, processor, train, [str(images / r["image"]) for r in test], len(CLASSES))
+    adjusted = adjusted_probs(np.asarray(probs[False]), CLASSES, prior)
+    return {"probe": class_metrics(gold, list(probe.argmax(1)), probe),
+            "option_likelihood": image_run["option_likelihood"],
+            "likelihood_adjusted": class_metrics(gold, list(adjusted.argmax(1)), adjusted),
+            "open_answer": image_run["open_answer"], "blind_likelihood": blind_run["option_likelihood"]}
 
 
 def prepare(out: Path, data: Path, seed: int, options: dict) -> Prepared:
@@ -156,8 +175,10 @@ def prepare(out: Path, data: Path, seed: int, options: dict) -> Prepared:
 
 def report(model, processor, model_dir: Path, prepared: Prepared, out: Path, metrics: dict, alert: dict) -> dict:
     """The 7-class figures, the closed families' accuracies and the headline of `dermvqa eval`."""
+    from dermvqa.model.prior import load_prior
+
     result = seven_class_report(model, processor, prepared.qa_dir / "qa", prepared.images, out / "eval",
-                                prepared.extras["import_csv"])
+                                prepared.extras["import_csv"], load_prior(model_dir))
     result["families"] = {fam: {run: {"accuracy": s["accuracy"]["value"], "ci": s["accuracy"]["ci"],
                                       "n": s["accuracy"]["n"]} for run, s in runs.items()}
                           for fam, runs in metrics["strata"].get("family", {}).items()
@@ -184,6 +205,10 @@ def echo(r: dict, out: Path) -> None:
     for fam, runs in r["families"].items():
         typer.echo(f"  {fam}: accuracy {runs['image']['accuracy']:.3f} (n {runs['image']['n']})"
                    + (f" / blind {runs['blind']['accuracy']:.3f}" if "blind" in runs else ""))
+    typer.echo("  Per class (recall), official test: the tower's linear probe, the option likelihood as scored and "
+               "logit-adjusted by the training prior, the open answer, the blind control")
+    for line in per_class_lines(r["diagnosis_table"], CLASSES):
+        typer.echo(f"    {line}")
     echo_alert(r["malignancy_alert"], " (the melanoma recall above is the top diagnosis's alone)")
     typer.echo("  MedMNIST v2 (same test split): ResNet-18 28 px 0.735 / AUC 0.917; ResNet-18 224 px 0.754 / 0.920; "
                "Google AutoML Vision 0.768 / 0.914; majority class 0.669")

@@ -2,7 +2,10 @@
 
 Phases run one after another; each repeats its families' records `epochs` times, shuffled per
 epoch with Python's `random.Random(seed)` (the permutation a list of records had, so a seed gives
-the same order it always gave). With `group` > 0 each epoch is cut into mega-batches of
+the same order it always gave). A phase with `class_balance: b` > 0 draws its epoch (as many records,
+with replacement) with weight n^-b, n the records of the same family and the same diagnosis (ontology
+path) in the phase: 1 is class-balanced within each family, 0 as found (Cui et al., CVPR 2019, on
+re-weighting by class frequency). With `group` > 0 each epoch is cut into mega-batches of
 50 x `group` records dealt into batches of similar length that keep the family mix (`_grouped`).
 """
 from __future__ import annotations
@@ -56,14 +59,30 @@ def curriculum_order(records: Records, phases: list[dict], seed: int, group: int
         subset = np.flatnonzero(family_mask(records, fams)).tolist()
         if not subset:
             raise ValueError(f"curriculum phase {i} selects no records (families={fams})")
-        for _ in range(int(phase["epochs"])):
-            rng.shuffle(subset)
-            epoch = np.asarray(subset, dtype=np.int64)
+        balance = float(phase.get("class_balance", 0.0))
+        weights = class_weights(records, np.asarray(subset), balance) if balance else None
+        for epoch_index in range(int(phase["epochs"])):
+            if weights is None:
+                rng.shuffle(subset)
+                epoch = np.asarray(subset, dtype=np.int64)
+            else:
+                draw = np.random.default_rng([seed, i, epoch_index])
+                epoch = np.asarray(subset, dtype=np.int64)[draw.choice(len(subset), len(subset), p=weights)]
             if not group:
                 parts.append(epoch)
                 continue
             parts.append(_grouped(epoch, lengths, families, group))
     return np.concatenate(parts)
+
+
+def class_weights(records: Records, subset: np.ndarray, balance: float) -> np.ndarray:
+    """Sampling probabilities over `subset`: n^-balance per record, n = its (family, ontology path) count."""
+    table = records.take(subset)
+    keys = [f"{f}\0{'/'.join(p)}" for f, p in zip(table.column("family").to_pylist(),
+                                                   table.column("ontology_path").to_pylist())]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    w = counts[inverse].astype(np.float64) ** -balance
+    return w / w.sum()
 
 
 def _grouped(epoch: np.ndarray, lengths: np.ndarray, families: np.ndarray, group: int) -> np.ndarray:

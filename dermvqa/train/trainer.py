@@ -29,6 +29,7 @@ from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
 from dermvqa.model.ood import fit_from_records as fit_ood_summary
 from dermvqa.model.labels import LABELS_FILE
+from dermvqa.model.prior import write_prior
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
 from dermvqa.train.curriculum import curriculum_order, label_rows, label_vocabulary
@@ -285,6 +286,7 @@ def save_final(trainer, processor, records, out: Path) -> Path:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
         processor.save_pretrained(tmp)
         (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
+        write_prior(tmp, [r["label"] for r in label_rows(records, "diagnosis")])  # logit adjustment reads it
         for name in ("recipe.yaml", QUANT_FILE):
             if (out / name).is_file():
                 shutil.copy(out / name, tmp / name)
