@@ -6,6 +6,11 @@ from typing import Optional
 
 import typer
 
+from chat_endpoint import options as endpoint_options
+
+# `data teach --endpoint` defaults: long conversations from large models want more patience than eval's answers
+TEACH_TIMEOUT_S, TEACH_RETRIES, TEACH_TEMPERATURE = 120.0, 6, 0.2
+
 data_app = typer.Typer(help="Derm1M-format CSV + ontology -> QA records; exports.", no_args_is_help=True)
 
 
@@ -81,17 +86,21 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
           out: Path = typer.Option(..., help="folder for teacher records (resumable: rerun the same command)"),
           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (vLLM, SGLang, TGI, "
                                                             "llama.cpp, a hosted API), e.g. http://host:8000/v1"),
-          api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the endpoint's API key"),
+          api_key_env: Optional[str] = endpoint_options.api_key_env_option("endpoint"),
           concurrency: int = typer.Option(8, min=1, help="endpoint: requests in flight at once"),
           ontology: Optional[Path] = typer.Option(None, help="endpoint: ontology.json, so disease names in answers "
                                                              "('fixed drug eruption') are not read as treatment or "
                                                              "age words (without it the gate is stricter)"),
           images: Optional[Path] = typer.Option(None, help="endpoint: image root; each request then carries the "
                                                            "image (for a vision teacher)"),
-          timeout: float = typer.Option(120.0, help="endpoint: seconds per request before it counts as a timeout"),
-          retries: int = typer.Option(6, min=0, help="endpoint: retries of a request on 429/5xx/timeouts"),
-          temperature: float = typer.Option(0.2, help="endpoint: sampling temperature"),
+          timeout: Optional[float] = endpoint_options.timeout_option("endpoint", TEACH_TIMEOUT_S),
+          retries: Optional[int] = endpoint_options.retries_option("endpoint", TEACH_RETRIES),
+          temperature: Optional[float] = typer.Option(None, help=f"endpoint: sampling temperature (default "
+                                                                 f"{TEACH_TEMPERATURE:g})"),
+          no_temperature: bool = endpoint_options.no_temperature_option("endpoint"),
           max_tokens: int = typer.Option(768, min=1, help="endpoint: most tokens per reply"),
+          max_tokens_param: Optional[str] = endpoint_options.max_tokens_param_option("endpoint", "--max-tokens"),
+          extra_body: Optional[str] = endpoint_options.extra_body_option("endpoint"),
           device: Optional[str] = typer.Option(None, help="local model: cuda / cpu (default: cuda when available)"),
           limit: Optional[int] = typer.Option(None, help="at most this many images"),
           batch_size: int = typer.Option(8, help="local model: prompts per generate call"),
@@ -100,6 +109,14 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
     """Optional LLM teacher behind the leak filter: through an OpenAI-compatible --endpoint, multi-turn
     conversations at corpus scale; without it, a local model paraphrases and adds free-form turns (small runs)."""
     if endpoint is None:
+        given = [flag for flag, value in (("--api-key-env", api_key_env), ("--timeout", timeout),
+                                          ("--retries", retries is not None),
+                                          ("--temperature", temperature is not None),
+                                          ("--no-temperature", no_temperature),
+                                          ("--max-tokens-param", max_tokens_param), ("--extra-body", extra_body))
+                 if value]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)}: only for --endpoint runs")
         from data_gen.teacher import Teacher, teach as run_teach
 
         teacher = Teacher.from_pretrained(model, device=device, trust_remote_code=trust_remote_code,
@@ -108,22 +125,25 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
         typer.echo(f"kept {report['kept']} teacher records; rejected: "
                    f"{ {k: v['count'] for k, v in report['rejections'].items()} }")
         return
-    import os
-
-    from data_gen.teacher_client import Endpoint
+    from chat_endpoint.client import Endpoint
     from data_gen.teacher_endpoint import teach_endpoint
 
-    if api_key_env is not None and not os.environ.get(api_key_env):
-        raise typer.BadParameter(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
-    ep = Endpoint(endpoint, model, os.environ[api_key_env] if api_key_env else "EMPTY", concurrency, timeout,
-                  retries, max_tokens=max_tokens, temperature=temperature)
-    report = teach_endpoint(qa, csv, ontology, out, ep, images_dir=images, limit=limit)
+    if temperature is not None and no_temperature:
+        raise typer.BadParameter("--temperature and --no-temperature contradict each other")
+    ep = Endpoint(endpoint, model, api_key_env, TEACH_TIMEOUT_S if timeout is None else timeout,
+                  TEACH_RETRIES if retries is None else retries)
+    request = endpoint_options.request_options(max_tokens_param, None if no_temperature else
+                                               TEACH_TEMPERATURE if temperature is None else temperature, extra_body)
+    report = teach_endpoint(qa, csv, ontology, out, ep, request=request, max_tokens=max_tokens,
+                            concurrency=concurrency, images_dir=images, limit=limit)
     typer.echo(f"[data teach] rows {report['rows']}: answered now {report['answered']} "
                f"({report['rows_per_s']} rows/s), cached {report['cached']}, failed {report['failed']}; "
                f"kept {report['kept']} conversations, rejected {report['rejected']}; report at {out / 'report.md'}")
+    for reason, info in report["failures"].items():
+        typer.echo(f"{reason}: {info['count']} rows, first {info['examples'][0]}", err=True)
     if report["failed"]:
-        typer.echo(f"error: {report['failed']} rows got no answer (reasons in {out / 'report.md'}); "
-                   "rerun to retry them", err=True)
+        typer.echo(f"error: {report['failed']} rows got no answer (reasons above and in {out / 'report.md'}); "
+                   "rerun the same command to ask them again", err=True)
         raise typer.Exit(1)
 
 

@@ -2,10 +2,15 @@
 
 For every image of a QA folder, one chat request asks for a `teacher_conversation`
 (data_gen/teacher_conversation.py). At most `concurrency` requests are in flight, each sent by
-data_gen/teacher_client.py (retries with backoff; 401/403/404 stop the run). Each paid
-answer is committed to a per-row cache (data_gen/teacher_cache.py) before it is used, so a rerun or
-a killed run resumes without sending an answered row again. Every reply goes through the gates;
-rejections and failures are counted with their reasons in report.json / report.md, never dropped
+chat_endpoint/client.py, as `dermvqa eval`'s openai: backend sends its own: retries with backoff,
+401/403/404 stop the run, the token limit as max_tokens or max_completion_tokens, no temperature for
+endpoints that take only their default, extra body fields, replies read from content parts with `<think>`
+blocks and reasoning fields cut off. Each answer is committed to OUT/cache.sqlite (chat_endpoint/cache.py;
+its key: image, prompt version, model and request body, an inline image by its sha256; its prompt column
+names the prompt version and the image) before it is used, so a rerun or a killed run resumes without
+sending an answered row again; a row without an answer (failed request; empty, refused or reasoning-only
+reply) goes to the cache's failure history and is asked again by a rerun. Every answer goes through the
+gates; rejections and failures are counted with their reasons in report.json / report.md, never dropped
 silently. Output: OUT/qa/<same relative path as in --qa>.parquet, written atomically per part.
 """
 from __future__ import annotations
@@ -23,18 +28,20 @@ from urllib.parse import quote
 
 import pyarrow.parquet as pq
 
+from atomic_files import write_text_atomic
+from chat_endpoint.cache import CACHE_FILE, cache_key
+from chat_endpoint.client import AsyncChatClient, Endpoint, Failure, Sent
+from chat_endpoint.protocol import RequestOptions
 from data_gen import gates
 from data_gen.derm1m import iter_rows
 from data_gen.families.caption import ontology_names
 from data_gen.ontology import Ontology
 from data_gen.records import OPEN, QARecord, write_parquet
-from atomic_files import write_text_atomic
 from data_gen.sentences import DiseaseNames
 from data_gen.split import stable_int
 from data_gen.teacher import LeakFilter
-from data_gen.teacher_cache import AnswerCache, cache_key
-from data_gen.teacher_client import Endpoint, RowFailed, TeachError, ask
 from data_gen.teacher_conversation import FAMILY, PROMPT_VERSION, facts_for, gate, messages, parse
+
 
 @dataclass
 class Tally:
@@ -64,14 +71,15 @@ class _Job:
     facts: str
     image_file: Path | None  # sent inline when the run has --images; read only when the request goes out
     key: str = ""
+    image_sha256: str = ""
 
-    def body(self, ep: Endpoint, image_uri: str | None) -> dict:
-        return {"model": ep.model, "messages": messages(self.caption, self.facts, image_uri),
-                "max_tokens": ep.max_tokens, "temperature": ep.temperature,
-                "extra_headers": {"X-Row": quote(self.image, safe="")}}  # the row, for the server's logs
+    def body(self, client: AsyncChatClient, max_tokens: int, image_uri: str | None) -> dict:
+        return client.body(messages(self.caption, self.facts, image_uri), max_tokens) | {
+            "extra_headers": {"X-Row": quote(self.image, safe="")}}  # the row, for the server's logs
 
 
-def _jobs(file: Path, rows: dict, ep: Endpoint, images: Path | None, tally: Tally, left: list[int]) -> list[_Job]:
+def _jobs(file: Path, rows: dict, client: AsyncChatClient, max_tokens: int, images: Path | None, tally: Tally,
+          left: list[int]) -> list[_Job]:
     """One job per image of a part file (in file order), up to `left[0]` images in all."""
     by_image: dict[str, list[dict]] = {}
     for rec in pq.read_table(file).to_pylist():
@@ -90,19 +98,21 @@ def _jobs(file: Path, rows: dict, ep: Endpoint, images: Path | None, tally: Tall
             tally.failures.add("image file not found", str(images / image))
             continue
         job = _Job(image, recs, row.caption, facts_for(recs, row), images / image if images else None)
-        digest = hashlib.sha256(job.image_file.read_bytes()).hexdigest() if job.image_file else None
-        job.key = cache_key(image, PROMPT_VERSION, ep.model, job.body(ep, digest and f"sha256:{digest}"))
+        job.image_sha256 = hashlib.sha256(job.image_file.read_bytes()).hexdigest() if job.image_file else ""
+        placeholder = job.image_sha256 and f"sha256:{job.image_sha256}"
+        job.key = cache_key(image, PROMPT_VERSION, client.endpoint.model, job.body(client, max_tokens, placeholder))
         jobs.append(job)
     return jobs
 
 
-async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache, tally: Tally, bar) -> dict:
-    """key -> (text, prompt tokens, completion tokens) for every job answered now or before."""
+async def _answer_all(jobs: list[_Job], client: AsyncChatClient, max_tokens: int, concurrency: int, tally: Tally,
+                      bar) -> dict:
+    """key -> answer text for every job answered now or before."""
     done = {}
     for job in jobs:
-        hit = cache.get(job.key)
-        if hit is not None:
-            done[job.key] = hit
+        row = client.cached(job.key)
+        if row is not None:
+            done[job.key] = row["reply"]
             tally.cached += 1
             bar.update(1)
     queue: asyncio.Queue = asyncio.Queue()
@@ -114,24 +124,23 @@ async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache
     async def worker():
         while not queue.empty():
             job = queue.get_nowait()
-            try:
-                uri = _image_uri(job.image_file) if job.image_file else None
-                text, pt, ct = await ask(client, ep, job.body(ep, uri), tally)
-            except RowFailed as e:
-                tally.failures.add(e.args[0], f"{job.image}: {e.args[1]}".rstrip(": "))
+            uri = _image_uri(job.image_file) if job.image_file else None
+            sent = await client.send(job.key, job.body(client, max_tokens, uri), f"{PROMPT_VERSION}: {job.image}",
+                                     job.image_sha256)  # an answer is committed to the cache before it is used
+            if "failure" in sent.row:
+                tally.failures.add(*_failure(job, sent))
             else:
-                cache.put(job.key, job.image, ep.model, PROMPT_VERSION, text, pt, ct)  # committed before use
-                done[job.key] = (text, pt, ct)
+                done[job.key] = sent.row["reply"]
                 tally.answered += 1
-                tally.prompt_tokens += pt
-                tally.completion_tokens += ct
+                tally.prompt_tokens += sent.result.prompt_tokens
+                tally.completion_tokens += sent.result.completion_tokens
             bar.update(1)
             seconds = tally.send_seconds + time.perf_counter() - start
             bar.set_postfix_str(f"cached {tally.cached}, {tally.completion_tokens / max(seconds, 1e-9):.0f} "
                                 f"out tok/s, {(tally.prompt_tokens + tally.completion_tokens) / max(seconds, 1e-9):.0f}"
                                 f" tok/s", refresh=False)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, ep.concurrency))]
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
     try:
         await asyncio.gather(*workers)
     finally:
@@ -141,18 +150,12 @@ async def _answer_all(jobs: list[_Job], client, ep: Endpoint, cache: AnswerCache
     return done
 
 
-async def _preflight(client, ep: Endpoint) -> None:
-    """Fail at once when the endpoint cannot be reached or refuses the key (not after every row's retries)."""
-    import openai
-
-    try:
-        await client.models.list()
-    except openai.APIConnectionError as e:
-        raise TeachError(f"{ep.url}: cannot reach the endpoint ({type(e).__name__}); is the server up?") from e
-    except openai.APIStatusError as e:
-        if e.status_code in (401, 403):
-            raise TeachError(f"{ep.url}: the endpoint answered {e.status_code} ({e.message}); check "
-                             "--api-key-env") from e  # other answers (no /models route): the chat calls decide
+def _failure(job: _Job, sent: Sent) -> tuple[str, str]:
+    """A row without an answer: its reason in the report (`error_http (HTTP 500)`, `empty`, ...) and example."""
+    row, status = sent.row, sent.result.status if isinstance(sent.result, Failure) else None
+    tries = f" ({sent.tries} tries)" if sent.tries > 1 else ""
+    hint = f" (hint: {row['hint']})" if row.get("hint") else ""
+    return row["failure"] + (f" (HTTP {status})" if status else ""), f"{job.image}: {row['error']}{tries}{hint}"
 
 
 def _record(job: _Job, turns: list[dict]) -> QARecord:
@@ -164,9 +167,10 @@ def _record(job: _Job, turns: list[dict]) -> QARecord:
                     split=best["split"], fields=fields, fitzpatrick=best["fitzpatrick"], follow_ups=turns[1:])
 
 
-def teach_endpoint(qa_dir, csv_path, ontology_path, out_dir, ep: Endpoint, *, images_dir=None, limit=None,
-                   progress: bool = True) -> dict:
-    """Write teacher conversations for the images of qa_dir under out_dir/qa/ and return the report."""
+def teach_endpoint(qa_dir, csv_path, ontology_path, out_dir, endpoint: Endpoint, request: RequestOptions, *,
+                   max_tokens: int, concurrency: int, images_dir=None, limit=None, progress: bool = True) -> dict:
+    """Write teacher conversations for the images of qa_dir under out_dir/qa/ and return the report; `request`
+    is the decoding parameters besides the token limit `max_tokens` (`dermvqa data teach` gives its defaults)."""
     qa_dir, out_dir = Path(qa_dir), Path(out_dir)
     files = sorted(qa_dir.rglob("*.parquet"))
     if not files:
@@ -177,48 +181,46 @@ def teach_endpoint(qa_dir, csv_path, ontology_path, out_dir, ep: Endpoint, *, im
     total = sum(len(set(pq.read_table(f, columns=["image"]).column("image").to_pylist())) for f in files)
     total = min(total, limit) if limit is not None else total
     tally = Tally()
-    cache = AnswerCache(out_dir / "cache.sqlite")
-    try:
-        asyncio.run(_teach_files(files, qa_dir, out_dir, rows, leaks, names, ep, images_dir, total, cache, tally,
-                                 progress))
-    finally:
-        cache.close()
-    report = _report(tally, ep)
+    client = AsyncChatClient(endpoint, request, out_dir / CACHE_FILE, token_flag="--max-tokens")
+    asyncio.run(_teach_files(files, qa_dir, out_dir, rows, leaks, names, client, max_tokens, concurrency,
+                             images_dir, total, tally, progress))
+    report = _report(tally, client, max_tokens, concurrency)
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     write_text_atomic(out_dir / "report.md", _markdown(report))
     return report
 
 
-async def _teach_files(files, qa_dir, out_dir, rows, leaks, names, ep, images_dir, total, cache, tally, progress):
-    import openai
+async def _teach_files(files, qa_dir, out_dir, rows, leaks, names, client, max_tokens, concurrency, images_dir,
+                       total, tally, progress):
     from tqdm import tqdm
 
     left = [total]
-    async with openai.AsyncOpenAI(base_url=ep.url, api_key=ep.api_key, timeout=ep.timeout_s, max_retries=0) as client:
-        await _preflight(client, ep)
-        with tqdm(total=total, desc=f"teacher {ep.model}", unit="row", disable=not progress) as bar:
+    async with client:
+        with tqdm(total=total, desc=f"teacher {client.endpoint.model}", unit="row", disable=not progress) as bar:
             for file in files:
-                jobs = _jobs(file, rows, ep, Path(images_dir) if images_dir else None, tally, left)
+                jobs = _jobs(file, rows, client, max_tokens, Path(images_dir) if images_dir else None, tally, left)
                 if not jobs and left[0] <= 0:
                     break  # --limit reached: later parts are not written
-                answers = await _answer_all(jobs, client, ep, cache, tally, bar)
+                answers = await _answer_all(jobs, client, max_tokens, concurrency, tally, bar)
                 kept = []
                 for job in jobs:
                     if job.key not in answers:
                         continue
-                    turns, why = parse(answers[job.key][0])
+                    turns, why = parse(answers[job.key])
                     why = why or gate(turns, job.caption, job.facts, leaks, names)
                     if why:
-                        tally.rejections.add(f"{FAMILY}: {why}", f"{job.image}: {answers[job.key][0][:100]!r}")
+                        tally.rejections.add(f"{FAMILY}: {why}", f"{job.image}: {answers[job.key][:100]!r}")
                     else:
                         kept.append(_record(job, turns))
                 write_parquet(kept, out_dir / "qa" / file.relative_to(qa_dir))
                 tally.kept += len(kept)
+    tally.requests, tally.retries = client.requests, client.retries
 
 
-def _report(t: Tally, ep: Endpoint) -> dict:
+def _report(t: Tally, client: AsyncChatClient, max_tokens: int, concurrency: int) -> dict:
     seconds = round(t.send_seconds, 3)
-    return {"endpoint": ep.url, "model": ep.model, "prompt_version": PROMPT_VERSION, "concurrency": ep.concurrency,
+    return {"endpoint": client.endpoint.url, "model": client.endpoint.model, "prompt_version": PROMPT_VERSION,
+            "concurrency": concurrency, "decoding": client.request.decoding(f"--max-tokens {max_tokens}"),
             "rows": t.rows, "cached": t.cached, "answered": t.answered, "requests": t.requests, "kept": t.kept,
             "rejected": sum(t.rejections.counts.values()), "failed": sum(t.failures.counts.values()),
             "retries": dict(t.retries), "tokens": {"prompt": t.prompt_tokens, "completion": t.completion_tokens},
@@ -230,7 +232,7 @@ def _report(t: Tally, ep: Endpoint) -> dict:
 def _markdown(r: dict) -> str:
     lines = ["# Teacher report", "",
              f"Endpoint {r['endpoint']}, model {r['model']}, prompt {r['prompt_version']}, concurrency "
-             f"{r['concurrency']}.", "",
+             f"{r['concurrency']}; {r['decoding']}.", "",
              f"Rows {r['rows']}: answered now {r['answered']} ({r['requests']} requests, {r['rows_per_s']} rows/s, "
              f"{r['completion_tokens_per_s']} completion tokens/s), from the cache {r['cached']}, "
              f"failed {r['failed']}. "

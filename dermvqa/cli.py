@@ -16,6 +16,7 @@ from dermvqa.model import commands as model_commands
 from dermvqa.eval.cli import eval_app
 from data_gen.cli import data_app
 from dermvqa.serve import cli as serve_cli
+from dermvqa.trust import cli as trust_cli
 
 # Failures caused by what the user passed: exit code 2, like a usage error.
 BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -85,8 +86,9 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.command("chat")(serve_cli.chat)
 app.command("report")(serve_cli.report)
-app.command("ood-fit")(serve_cli.ood_fit)
-app.command("alert-fit")(serve_cli.alert_fit)
+app.command("ood-fit")(trust_cli.ood_fit)
+app.command("ood-choose")(trust_cli.ood_choose)
+app.command("alert-fit")(trust_cli.alert_fit)
 app.add_typer(serve_cli.serve_app, name="serve")
 app.command("export")(export)
 

@@ -7,7 +7,9 @@
 # gradients against sdpa / no Liger (tests/train/test_kernels.py). Needs the wheel bundle of
 # scripts/gpu_wheels.sh in .whl/ (deepspeed, bitsandbytes, liger-kernel, ...); the GPU machine has
 # no network. Table and test log go to $OUT/gpu_bench.txt and $OUT/gpu_kernels.txt when OUT is set.
-# Usage: bash scripts/gpu_check.sh [extra gpu_bench_train.py arguments]
+# The checkout is used from PYTHONPATH, not installed, so dermvqa.configs (configs/, mapped there by pyproject.toml
+# at install) is linked into the package for the run.
+# Usage: bash scripts/gpu_check.sh [extra dermvqa.bench.gpu_bench_train arguments]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -17,6 +19,7 @@ if [ -d .whl ]; then
 else
   export PYTHONPATH=$PWD
 fi
+[ -e dermvqa/configs ] || { ln -s ../configs dermvqa/configs && trap 'rm -f dermvqa/configs' EXIT; }
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, peft, deepspeed, bitsandbytes as b; print('torch', torch.__version__, \
@@ -25,7 +28,7 @@ python3 -c "import torch, transformers, peft, deepspeed, bitsandbytes as b; prin
 python3 -c "import triton, liger_kernel, importlib.metadata as m; print('triton', triton.__version__, \
 'liger-kernel', m.version('liger-kernel'))" 2>&1 | tail -1
 log=${OUT:-/tmp}/gpu_bench.txt
-timeout 345 python3 scripts/gpu_bench_train.py --budget-s 290 "$@" 2>&1 \
+timeout 345 python3 -m dermvqa.bench.gpu_bench_train --budget-s 290 "$@" 2>&1 \
   | grep --line-buffered -v "Loading weights\|Writing model\|real_accelerator" | tee "$log"
 echo "gpu_check: exit ${PIPESTATUS[0]}"
 klog=${OUT:-/tmp}/gpu_kernels.txt

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train on one GPU: `scripts/train_1gpu.sh CONFIG [--key=value ...]`.
+# Train on one GPU: `scripts/train_1gpu.sh CONFIG [--key=value ...]`, CONFIG a recipe file or a shipped name.
 # Runs our step inside DeepSpeed's ZeRO-2 engine in one process (no launcher needed): on one GPU
 # that shards nothing but computes the whole model, adapters included, in bf16 with an fp32 master
 # copy in the optimizer. On an H200 the engine ran a plain peft step ~1.5x faster than a plain loop;
@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DERMVQA=$(command -v dermvqa || echo .venv/bin/dermvqa)
 config=$1; shift
-if [ -z "${DS_CONFIG:-}" ] && { grep -q "^ *mode: qlora" "$config" || [[ " $* " == *"tune.mode=qlora"* ]]; }; then
+recipe=$config; [ -f "$recipe" ] || recipe=configs/${config#configs/}; [ -f "$recipe" ] || recipe=$recipe.yaml  # its file
+if [ -z "${DS_CONFIG:-}" ] && { grep -qs "^ *mode: qlora" "$recipe" || [[ " $* " == *"tune.mode=qlora"* ]]; }; then
   exec "$DERMVQA" train "$config" "$@"   # QLoRA: the recipe's own setting unless DS_CONFIG says otherwise
 fi
 ds=${DS_CONFIG:-configs/deepspeed/zero2.json}

@@ -17,16 +17,6 @@ TINY_TEXTS = [
 ] * 20
 
 
-def load_script(name: str):
-    """scripts/NAME.py imported as a module (the scripts folder is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A random-init tiny LLaVA saved as a standard transformers folder (built once per session)."""
@@ -77,7 +67,7 @@ def trusted_model_dir(chatty_model_dir, tmp_path_factory):
 
     from data_gen.synthetic_world import build_world
     from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import fit_from_records
+    from dermvqa.trust.ood import fit_from_records
 
     root = tmp_path_factory.mktemp("trusted")
     out, world = root / "model", root / "world"

@@ -50,6 +50,8 @@ CASES = {
     ("chat",): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("report",): (lambda t: ["--model", str(t), "--image", str(t / "nope.png")], "nope.png"),
     ("ood-fit",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t)], "nope_qa"),
+    ("ood-choose",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t), "--reference",
+                                 str(t)], "nope_qa"),
     ("alert-fit",): (lambda t: ["--model", str(t), "--qa", str(t / "nope_qa"), "--images", str(t)], "nope_qa"),
     ("serve", "web"): (lambda t: ["--model", str(t / "nope")], "nope"),
     ("serve", "api"): (lambda t: ["--model", str(t / "nope")], "nope"),

@@ -47,3 +47,6 @@ def test_quickstart_without_validation_split_says_how_to_set_a_referral(tmp_path
     assert set(json.loads((out / "world" / "report.json").read_text())["splits"]) == {"train", "test"}
     assert "malignancy referral: not set (no validation split; --val-fraction 0.1 sets one)" in res.output
     assert not (out / "train" / "model" / "dermvqa_alert.json").exists()
+    ood = json.loads((out / "train" / "model" / "dermvqa_ood.json").read_text())  # configs/tiny_cpu.yaml's choice
+    assert (ood["pooling"], ood["image_stats"], ood["quantile"]) == ("projected_mean", True, 0.995)
+    assert "out-of-distribution detector: the recipe's ood section (no reference photos" in res.output

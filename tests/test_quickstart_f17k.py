@@ -58,6 +58,21 @@ def test_quickstart_fitzpatrick17k_small(tmp_path):
     assert set(metrics["skin_type"]["image"]["neoplasm"]["types"]) == types  # every type shown, few or not
     assert "neoplasm per Fitzpatrick type" in res.output and "gap in balanced_accuracy" in res.output
     assert "malignancy referral" in res.output
+    assert "dermamnist_split.csv not found" in r["ood_choice"]["skipped"]  # no HAM10000 folder beside --data
+    assert "out-of-distribution detector: the recipe's ood section" in res.output
+
+
+def test_ood_reference_photos_are_ham10000_train_beside_the_data():
+    """Dermoscopy photos for a clinical-photo model, none of the HAM10000 test split bench_ood_real measures on."""
+    from dermvqa.quickstarts.fitzpatrick17k import ood_choice
+
+    choice = ood_choice(F17K)
+    split_csv = SHARED_DATA / "ham10000" / "dermamnist_split.csv"
+    splits = {r["image_id"]: r["split"] for r in csv.DictReader(open(split_csv))}
+    (name, photos), = choice.references.items()
+    assert name == "ham10000-train" and len(photos) == list(splits.values()).count("train")
+    assert {splits[p.stem] for p in photos} == {"train"} and all(p.is_file() for p in photos[:50])
+    assert choice.inside == "val"
 
 
 def test_quickstart_fitzpatrick17k_needs_its_folder_and_the_ontology(tmp_path):

@@ -82,8 +82,46 @@ def _subset(tmp_path, per_class=8):
     return data, keep
 
 
-def test_quickstart_ham10000_small(tmp_path):
+def _atlas_beside(tmp_path, n_train=30):
+    """A Fitzpatrick17k-shaped folder beside the HAM10000 subset: the reference photos of the OOD choice."""
+    rows = [r for r in csv.DictReader(open(SHARED_DATA / "fitzpatrick17k" / "ajl_subset.csv", newline=""))
+            if r["ajl_split"] == "train"][:n_train]
+    folder = tmp_path / "fitzpatrick17k"
+    (folder / "images").mkdir(parents=True)
+    for r in rows:
+        (folder / "images" / f"{r['md5hash']}.jpg").symlink_to(SHARED_DATA / "fitzpatrick17k" / "images"
+                                                               / f"{r['md5hash']}.jpg")
+    with open(folder / "ajl_subset.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_ood_reference_photos_are_fitzpatrick17k_train_beside_the_data(tmp_path):
+    """The README's choice for this model, on photos dermvqa/bench/ood_real.py never measures on."""
+    from dermvqa.quickstarts.ham10000 import ood_choice
+
+    choice = ood_choice(HAM)
+    split = [r["ajl_split"] for r in csv.DictReader(open(SHARED_DATA / "fitzpatrick17k" / "ajl_subset.csv"))]
+    (name, photos), = choice.references.items()
+    assert name == "fitzpatrick17k-train" and len(photos) == split.count("train") and all(p.is_file() for p in photos)
+    test = {f"{r['md5hash']}.jpg" for r in csv.DictReader(open(SHARED_DATA / "fitzpatrick17k" / "ajl_subset.csv"))
+            if r["ajl_split"] == "test"}
+    assert not test & {p.name for p in photos}
+    assert (choice.inside, choice.max_abstain) == ("val", 0.03) and choice.limit <= 600
+    assert "ajl_subset.csv not found" in ood_choice(tmp_path / "ham")
+
+
+def test_quickstart_ham10000_small(tmp_path, monkeypatch):
+    import dataclasses
+
+    from dermvqa.quickstarts import ham10000
+
     data, keep = _subset(tmp_path)
+    _atlas_beside(tmp_path)
+    real_choice = ham10000.PLUGIN.ood_choice  # caps for 30 photos, and room on 7 val images of a 3-step model
+    monkeypatch.setattr(ham10000.PLUGIN, "ood_choice", lambda d: dataclasses.replace(
+        real_choice(d), limit=10, outside_limit=20, max_abstain=0.5))
     recipe = yaml.safe_load((REPO / "configs" / "ham10000_cpu.yaml").read_text())
     recipe["model"]["tiny"].update(image_size=16, vision_width=32, vision_layers=1, text_width=32, text_layers=1,
                                    vocab_size=300)
@@ -115,6 +153,11 @@ def test_quickstart_ham10000_small(tmp_path):
     assert set(table) == {"probe", "option_likelihood", "likelihood_adjusted", "open_answer", "blind_likelihood"}
     assert all(set(m["recall"]) == set(CLASSES) and m["n"] == 14 for m in table.values())
     assert "| class | probe | option_likelihood | likelihood_adjusted" in res.output
+    ood = r["ood_choice"]  # chosen after training on the photos beside --data, carried by the model folder
+    assert ood["outside"] == ["fitzpatrick17k-train"] and ood["inside"] == "val" and r["seconds"]["ood_choice"] >= 0
+    assert ood["photos"]["fitzpatrick17k-train"]["count"] == 10 and ood["photos"]["val"]["count"] == 7
+    assert json.loads((out / "train" / "model" / "dermvqa_ood.json").read_text())["selection"] == ood
+    assert "out-of-distribution detector (dermvqa ood-choose)" in res.output
     prior = json.loads((out / "train" / "model" / "dermvqa_prior.json").read_text())
     assert prior["counts"] == {c: 6 for c in CLASSES} and prior["records"] == 42  # the 6 train images per class
 

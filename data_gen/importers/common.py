@@ -93,11 +93,6 @@ def hierarchical(node: tuple[str, ...]) -> str:
     return ", ".join(node)
 
 
-def leaf_label(node: tuple[str, ...], name: str | None = None) -> str:
-    """The disease_label to write: `name` (a synonym the ontology knows) or the node's first synonym."""
-    return name or node[-1].split(",")[0].strip()
-
-
 def check_mapping(mapping: dict[str, tuple[tuple[str, ...], str]], ontology: Ontology, source: str) -> None:
     """Every (node path, label) of an importer's table must resolve to that exact path in `ontology`."""
     for code, (node, label) in mapping.items():

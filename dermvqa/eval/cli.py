@@ -6,11 +6,13 @@ answers failed (unless --allow-failures); usage errors exit 2.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import typer
+
+from chat_endpoint import options as endpoint_options
+from chat_endpoint.client import Endpoint
 
 MODEL_HELP = ("llava:DIR (a dermvqa LLaVA folder, or base + LoRA adapter folder; a bare folder means this), "
               "hf:ID_OR_DIR (a transformers image-text-to-text model: hub id or folder), "
@@ -26,18 +28,6 @@ def parse_rgb(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.strip().isdigit() and int(p) <= 255 for p in parts):
         raise ValueError(f"--blank-rgb {text!r}: expected R,G,B with each value 0-255, e.g. 122,116,104")
     return tuple(int(p) for p in parts)
-
-
-def parse_extra_body(text: str) -> dict:
-    """`--extra-body JSON` -> the object whose keys every request carries besides dermvqa's own."""
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--extra-body {text!r}: not JSON ({e.msg}); expected an object, e.g. "
-                         '\'{"reasoning_effort": "low"}\'') from None
-    if not isinstance(body, dict):
-        raise ValueError(f"--extra-body {text!r}: expected a JSON object, e.g. '{{\"reasoning_effort\": \"low\"}}'")
-    return body
 
 
 eval_app = typer.Typer(
@@ -59,24 +49,16 @@ def run(ctx: typer.Context,
                                  "option log-likelihood, gives calibration)"),
         max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
         device: str = typer.Option(None, "--device", help="cuda / cpu (default: cuda when available)"),
-        api_key_env: str = typer.Option(None, "--api-key-env", help="openai: the environment variable holding "
-                                        "the API key (the key is never written to a file)"),
+        api_key_env: str = endpoint_options.api_key_env_option("openai"),
         concurrency: int = typer.Option(None, "--concurrency", min=1, help="openai: requests in flight at most"),
         blank_rgb: str = typer.Option(None, "--blank-rgb", help="openai: R,G,B of the blind control's image (the "
                                       "served model's normalisation mean; default: what the endpoint lists, as "
                                       "dermvqa serve api does, else 128,128,128)"),
-        timeout: float = typer.Option(None, "--timeout", min=0.001, help="openai: seconds to wait for each reply "
-                                      "(default 60)"),
-        retries: int = typer.Option(None, "--retries", min=0, help="openai: tries after the first for 429, 5xx, "
-                                    "timeouts and unreadable replies, with backoff (default 5)"),
-        max_tokens_param: str = typer.Option(None, "--max-tokens-param", help="openai: max_tokens (default) or "
-                                             "max_completion_tokens (OpenAI's reasoning models): the field that "
-                                             "carries --max-new-tokens"),
-        no_temperature: bool = typer.Option(False, "--no-temperature", help="openai: send no temperature, for "
-                                            "endpoints that accept only their default (answers are then sampled, "
-                                            "not greedy; the run says so)"),
-        extra_body: str = typer.Option(None, "--extra-body", help="openai: a JSON object merged into every "
-                                       "request, e.g. '{\"reasoning_effort\": \"low\"}'"),
+        timeout: float = endpoint_options.timeout_option("openai", Endpoint.timeout_s),
+        retries: int = endpoint_options.retries_option("openai", Endpoint.retries),
+        max_tokens_param: str = endpoint_options.max_tokens_param_option("openai", "--max-new-tokens"),
+        no_temperature: bool = endpoint_options.no_temperature_option("openai"),
+        extra_body: str = endpoint_options.extra_body_option("openai"),
         max_failure_share: float = typer.Option(0.5, "--max-failure-share", min=0.0, max=1.0, help="exit 1 when "
                                                 "more than this share of the image or the blind answers failed"),
         allow_failures: bool = typer.Option(False, "--allow-failures", help="exit 0 however many answers failed "
@@ -116,7 +98,7 @@ def run(ctx: typer.Context,
         raise typer.BadParameter(f"missing {', '.join(missing)}")
     if mode not in ("generate", "likelihood"):
         raise typer.BadParameter(f"--mode must be generate or likelihood, got {mode!r}")
-    from dermvqa.eval.adapters import split_spec
+    from dermvqa.eval.backends import split_spec
     from dermvqa.eval.runner import run_eval
     from dermvqa.eval.shard import parse_shard
 
@@ -145,7 +127,8 @@ def run(ctx: typer.Context,
                                       "blank_rgb": parse_rgb(blank_rgb) if blank_rgb else None,
                                       "timeout": timeout, "max_retries": retries, "max_tokens_param": max_tokens_param,
                                       "send_temperature": False if no_temperature else None,
-                                      "extra_body": parse_extra_body(extra_body) if extra_body else None,
+                                      "extra_body": (endpoint_options.parse_extra_body(extra_body) if extra_body
+                                                     else None),
                                       "trust_remote_code": trust_remote_code or None,
                                       "allow_untested": allow_untested or None},
                      judge=judge, judge_api_key_env=judge_api_key_env)

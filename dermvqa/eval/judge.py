@@ -18,7 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dermvqa.eval.adapters.openai_chat import ChatEndpoint
+from dermvqa.eval.backends.openai_chat import ChatEndpoint
 
 RUBRIC = Path(__file__).with_name("rubrics") / "judge_v1.md"
 RUBRIC_VERSION = "judge_v1"

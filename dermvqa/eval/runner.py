@@ -1,5 +1,5 @@
 """`run_eval`: load a benchmark, answer every question (and its blind twin) through a model adapter
-(dermvqa.eval.adapters), score, write the report; `merge_shards` joins the shards of a data-parallel run.
+(dermvqa.eval.backends), score, write the report; `merge_shards` joins the shards of a data-parallel run.
 
 Answers are appended to answers.jsonl batch by batch; a rerun into the same folder answers only what
 is missing or failed (the failed row stays in the file above its new answer); a run refused before it
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from atomic_files import write_text_atomic
-from dermvqa.eval.adapters import load_adapter, normalize_spec
-from dermvqa.eval.adapters.base import FAILURES, ModelAdapter
+from dermvqa.eval.backends import load_adapter, normalize_spec
+from dermvqa.eval.backends.base import FAILURES, ModelAdapter
 from dermvqa.eval.answers import AnswerLog
 from dermvqa.eval.items import CLOSED, Bench, EvalItem
 from dermvqa.eval.loaders import load_bench

@@ -9,7 +9,7 @@ answer's log-probability (the whole assistant reply, as in dermvqa/infer/likelih
   patches by then, so this map points less well at the lesion.
 - `rollout`: attention rollout through the LLM's layers (heads averaged, identity added for the
   residual, rows renormalised), read from the positions that predict the answer tokens to the image tokens.
-`scripts/bench_trust.py` compares them by the pointing game on the synthetic world's lesion masks;
+`dermvqa.bench.trust` compares them by the pointing game on the synthetic world's lesion masks;
 the default is the one that measured better there. A map is returned as a rows × cols grid aligned
 with the square the image processor makes (resize the short side, centre crop), rendered as a PNG
 overlay (colour map, colour bar, the answer as the title) and a JSON grid. The peak point (row, column as

@@ -11,7 +11,7 @@ answer as the assistant's whole reply (dermvqa/infer/likelihood.py), normalised 
 - body site: the model's greedy answer, left out when it says the site is not visible.
 A section whose question family the model never trained on (`trained_families`: the model folder's
 data_summary.json) reads "not assessed by this model" instead (distribution always does then). With the
-model's out-of-distribution summary (dermvqa/model/ood.py) a photo unlike the training images is not scored
+model's out-of-distribution summary (dermvqa/trust/ood.py) a photo unlike the training images is not scored
 at all: its report carries no findings (every section null, no differential, no confidence, no explanation),
 only the out-of-distribution score against its threshold and the advice to be examined in person; with `explain_to` the top diagnosis is grounded (dermvqa/infer/grounding.py) and
 the overlay PNG and JSON grid are named under "explanation".
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dermvqa.infer.alert import load_alert, malignancy, under_malignant, under_node
+from dermvqa.trust.alert import load_alert, malignancy, under_malignant, under_node
 from dermvqa.infer.generate import answer_batch
 from dermvqa.model.labels import DIAGNOSIS_QUESTION
 from dermvqa.infer.likelihood import option_probs
@@ -80,7 +80,7 @@ def trained_families(model_dir: str | Path) -> list[str] | None:
 def model_trust(model_dir: str | Path) -> dict:
     """What the model folder says about trusting its reports, as build_report's keyword arguments: the trained
     families, the out-of-distribution summary and the malignancy referral level (each None when absent)."""
-    from dermvqa.model.ood import load_summary
+    from dermvqa.trust.ood import load_summary
 
     return {"families": trained_families(model_dir), "ood": load_summary(model_dir), "alert": load_alert(model_dir)}
 
@@ -119,7 +119,7 @@ def build_report(model, processor, image: Image.Image, labels: dict, top_k: int 
     """Score every section for one image and return the report dict (schema-validated).
 
     `families`: the trained QA families (None: assess every section); `ood`: the model's OodSummary;
-    `alert`: the model's malignancy referral level (dermvqa/infer/alert.py, None: no alert);
+    `alert`: the model's malignancy referral level (dermvqa/trust/alert.py, None: no alert);
     `explain_to`: a path stem for the grounding overlay (STEM.png) and grid (STEM.json) of the top diagnosis."""
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")

@@ -3,7 +3,8 @@
 ajl_subset.csv + images/<md5hash>.jpg -> Derm1M-format import (the subset's train/test split, 10 % of train
 as validation for the malignancy referral, byte-identical duplicates skipped) -> diagnosis (21-way),
 neoplasm (malignant / benign / non-neoplastic), yes/no and multiple-choice QA -> tiny LLaVA
-(configs/fitzpatrick17k_cpu.yaml) -> `dermvqa eval` on the test split, whose report carries the per-skin-type
+(configs/fitzpatrick17k_cpu.yaml) -> its out-of-distribution detector chosen against the HAM10000 train photos
+beside --data (`ood_choice`) -> `dermvqa eval` on the test split, whose report carries the per-skin-type
 table (accuracy, balanced accuracy, macro-F1 with intervals; skin type by the Scale AI rater,
 `fitzpatrick_scale`). Licence: Fitzpatrick17k is CC BY-NC-SA 3.0 (non-commercial, share-alike).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from dermvqa.quickstarts import REPO, Plugin, Prepared, echo_alert
+from dermvqa.quickstarts import OodChoice, Plugin, Prepared, echo_alert
 
 FAMILIES = ["diagnosis", "neoplasm", "yes_no", "multiple_choice"]
 VAL_FRACTION = 0.1
@@ -84,5 +85,17 @@ def echo(r: dict, out: Path) -> None:
     echo_alert(r["malignancy_alert"])
 
 
-PLUGIN = Plugin("fitzpatrick17k", REPO / "configs" / "fitzpatrick17k_cpu.yaml", prepare, report, echo,
-                data_file="ajl_subset.csv", data_help="ajl_subset.csv and images/ (the Fitzpatrick17k AJL subset)")
+def ood_choice(data: Path) -> OodChoice | str:
+    """Dermoscopy photos, the HAM10000 (DermaMNIST) train split beside --data, as the reference; this model's
+    validation split (taken from the AJL train split) as the in-distribution check."""
+    from dermvqa.quickstarts.reference import beside, ham10000_photos
+
+    ham = beside(data, "ham10000", "dermamnist_split.csv")
+    if isinstance(ham, str):
+        return ham
+    return OodChoice({"ham10000-train": ham10000_photos(ham, "train")}, inside="val")
+
+
+PLUGIN = Plugin("fitzpatrick17k", "fitzpatrick17k_cpu", prepare, report, echo,
+                data_file="ajl_subset.csv", data_help="ajl_subset.csv and images/ (the Fitzpatrick17k AJL subset)",
+                ood_choice=ood_choice)

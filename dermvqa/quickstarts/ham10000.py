@@ -1,7 +1,8 @@
 """HAM10000 with the official DermaMNIST split: real dermatoscopic pixels on a CPU.
 
 HAM10000 metadata + images -> Derm1M-format import (DermaMNIST split kept) -> QA synthesis -> tiny LLaVA
-(configs/ham10000_cpu.yaml) -> `dermvqa eval` on the 2,005 official test images (+ blind control) -> the
+(configs/ham10000_cpu.yaml) -> its out-of-distribution detector chosen against the Fitzpatrick17k train photos
+beside --data (`ood_choice`) -> `dermvqa eval` on the 2,005 official test images (+ blind control) -> the
 7-class figures the MedMNIST table reports, computed here from the model's answers: accuracy of the open
 diagnosis answer mapped to the 7 classes, option-likelihood accuracy and one-vs-rest AUC over the 7 class
 names, balanced accuracy, macro-F1, per-class recall, melanoma recall and the benign-called-malignant rate,
@@ -20,7 +21,7 @@ import typer
 from data_gen.importers.ham10000 import DERMAMNIST_LABELS, DX
 from dermvqa.eval.classify import auc
 from dermvqa.eval.diagnosis_table import per_class_lines
-from dermvqa.quickstarts import REPO, Plugin, Prepared, echo_alert
+from dermvqa.quickstarts import OodChoice, Plugin, Prepared, echo_alert
 
 CLASSES = [DX[code][1] for code in DERMAMNIST_LABELS]            # the names the model is taught, medmnist order
 MALIGNANT = {DX[code][1] for code in ("akiec", "bcc", "mel")}     # HAM10000's malignant / pre-malignant classes
@@ -214,5 +215,17 @@ def echo(r: dict, out: Path) -> None:
                "Google AutoML Vision 0.768 / 0.914; majority class 0.669")
 
 
-PLUGIN = Plugin("ham10000", REPO / "configs" / "ham10000_cpu.yaml", prepare, report, echo,
-                data_file="HAM10000_metadata.csv", data_help="HAM10000_metadata.csv, images/ and dermamnist_split.csv")
+def ood_choice(data: Path) -> OodChoice | str:
+    """Clinical atlas photos, the Fitzpatrick17k train split beside --data, as the reference; the HAM10000
+    validation split as the in-distribution check, at most 3 % abstaining there (the README's choice)."""
+    from dermvqa.quickstarts.reference import beside, fitzpatrick17k_photos
+
+    f17k = beside(data, "fitzpatrick17k", "ajl_subset.csv")
+    if isinstance(f17k, str):
+        return f17k
+    return OodChoice({"fitzpatrick17k-train": fitzpatrick17k_photos(f17k, "train")}, inside="val", max_abstain=0.03)
+
+
+PLUGIN = Plugin("ham10000", "ham10000_cpu", prepare, report, echo,
+                data_file="HAM10000_metadata.csv", data_help="HAM10000_metadata.csv, images/ and dermamnist_split.csv",
+                ood_choice=ood_choice)

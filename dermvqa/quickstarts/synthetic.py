@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dermvqa.quickstarts import REPO, Plugin, Prepared, echo_alert
+from dermvqa.quickstarts import Plugin, Prepared, echo_alert
 
 
 def prepare(out: Path, data, seed: int, options: dict) -> Prepared:
@@ -52,4 +52,4 @@ def echo(report: dict, out: Path) -> None:
     typer.echo(f"Ask it yourself: {report['ask']}")
 
 
-PLUGIN = Plugin("synthetic", REPO / "configs" / "tiny_cpu.yaml", prepare, example_answers, echo)
+PLUGIN = Plugin("synthetic", "tiny_cpu", prepare, example_answers, echo)

@@ -211,7 +211,7 @@ def run_api(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
     import uvicorn
 
     from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import load_summary
+    from dermvqa.trust.ood import load_summary
 
     model, processor = load_model(model_dir, device=device)
     app = create_app(model, processor, Path(model_dir).resolve().name, api_key, allow_dir, limits, max_batch,

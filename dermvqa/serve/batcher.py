@@ -2,7 +2,7 @@
 
 Non-streaming requests are batched (greedy, left padding: the same answers as one at a time). A streaming
 request runs alone, because a token streamer follows one sequence. With `max_batch=1` the worker serves
-strictly one request at a time, the baseline that scripts/bench_serve.py compares against.
+strictly one request at a time, the baseline that dermvqa.bench.serve compares against.
 """
 from __future__ import annotations
 

@@ -118,63 +118,6 @@ def report(model: Path = MODEL,
     typer.echo(f"report written to {out}")
 
 
-def ood_fit(model: Path = MODEL,
-            qa: Path = typer.Option(..., "--qa", exists=True, file_okay=False, help="the QA folder it trained on"),
-            images: Path = typer.Option(..., "--images", exists=True, file_okay=False,
-                                        help="folder the records' image paths are relative to"),
-            max_images: int = typer.Option(5000, help="most training images to summarise"),
-            device: str = DEVICE):
-    """Fit the out-of-distribution summary of a trained model's training images into its folder (no retraining)."""
-    from data_gen.records import read_records
-    from dermvqa.infer.generate import load_model
-    from dermvqa.model.ood import fit_from_records
-
-    records = read_records(qa, split="train")
-    if not records:
-        raise typer.BadParameter(f"no training records in {qa}", param_hint="--qa")
-    m, processor = load_model(model, device=device)
-    s = fit_from_records(m, processor, records, images, model, max_images=max_images)
-    if s is None:
-        raise typer.BadParameter(f"{qa} holds too few training images for a summary", param_hint="--qa")
-    typer.echo(f"out-of-distribution summary of {s.meta['n_fit']} images ({len(s.classes)} classes) written to "
-               f"{model}; abstains above {s.threshold:.3f} (the {s.meta['quantile']:.0%} point of "
-               f"{s.meta['n_held_out']} held-out training images)")
-
-
-def alert_fit(model: Path = MODEL,
-              qa: Path = typer.Option(..., "--qa", exists=True, file_okay=False,
-                                      help="a QA folder with held-out records"),
-              images: Path = typer.Option(..., "--images", exists=True, file_okay=False,
-                                          help="folder the records' image paths are relative to"),
-              split: str = typer.Option("val", help="the held-out split to set the level on (never the test split)"),
-              sensitivity: float = typer.Option(0.9, help="share of malignant held-out lesions the level must catch"),
-              device: str = DEVICE):
-    """Set the malignancy referral level of a trained model on held-out images and write it into its folder."""
-    from data_gen.records import read_records
-    from dermvqa.infer.alert import fit_alert
-    from dermvqa.infer.generate import load_model
-    from dermvqa.model.labels import load_labels
-
-    if split == "test":
-        raise typer.BadParameter("the test split must stay unseen; set the level on a validation split",
-                                 param_hint="--split")
-    if split == "train":
-        raise typer.BadParameter("a level set on the images it trained on overstates what the model catches; set "
-                                 "it on a validation split (`dermvqa data synth --val-fraction 0.1`)",
-                                 param_hint="--split")
-    records = [r for r in read_records(qa, split=split) if r["family"] == "diagnosis"]
-    if not records:
-        raise typer.BadParameter(f"no diagnosis records of split {split!r} in {qa}", param_hint="--qa")
-    labels = load_labels(model)
-    m, processor = load_model(model, device=device)
-    info = fit_alert(m, processor, records, images, labels, model, sensitivity, split)
-    lo, hi = info["sensitivity_ci95"]
-    typer.echo(f"malignancy referral level {info['threshold']:.3f} written to {model}: on {info['n_images']} {split} "
-               f"images it catches {info['sensitivity']:.1%} of {info['n_malignant']} malignant lesions (95 % CI "
-               f"{lo:.1%}-{hi:.1%}; more held-out malignant images narrow it) and refers {info['benign_referred']:.1%} "
-               f"of the others")
-
-
 serve_app = typer.Typer(help="Serve a model on this machine: web chat or an OpenAI-compatible API.",
                         no_args_is_help=True)
 

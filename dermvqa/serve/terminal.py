@@ -16,7 +16,7 @@ def chat_loop(session: ChatSession, report_fn=None, read=input, out=sys.stdout, 
     """Run until /quit or end of input; return how many questions were answered.
 
     `report_fn(image) -> str` renders a report for /report (None: the model folder has no label vocabulary);
-    `ood_fn(image) -> dict | None` judges a photo (dermvqa/model/ood.py); `explain_fn(image, question, answer)
+    `ood_fn(image) -> dict | None` judges a photo (dermvqa/trust/ood.py); `explain_fn(image, question, answer)
     -> str` grounds the last answer for /explain and says where the overlay went.
     """
     out.write(HELP + "\n")

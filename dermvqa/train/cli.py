@@ -6,7 +6,10 @@ from typing import Annotated
 import typer
 
 
-def train(ctx: typer.Context, config: Path = typer.Argument(..., help="recipe YAML (see configs/)"),
+def train(ctx: typer.Context,
+          config: str = typer.Argument(..., help="recipe: a YAML file, or a shipped recipe's name such as tiny_cpu or "
+                                                 "qwen2.5-7b/stage2_lora (a path that is no file is looked up among "
+                                                 "them, a leading configs/ dropped; train.deepspeed alike)"),
           resume: bool = typer.Option(False, "--resume", help="continue from the newest complete checkpoint "
                                                               "in train.output_dir/checkpoints")):
     """Train a model from a recipe; extra `--section.key=value` arguments override the recipe."""
@@ -40,10 +43,10 @@ def export(
     recipe: Annotated[str, typer.Option(help="recipe.yaml for the model card (found next to SRC by default)")] = "",
 ):
     """Merge LoRA offline and save a standard LlavaForConditionalGeneration folder with a model card."""
-    from dermvqa.infer.alert import ALERT_FILE
     from dermvqa.model.labels import LABELS_FILE
-    from dermvqa.model.ood import META_FILE
     from dermvqa.train.export import export as run_export
+    from dermvqa.trust.alert import ALERT_FILE
+    from dermvqa.trust.ood import META_FILE
 
     missing = {  # what a report from the export lacks without each file (written by training / alert-fit)
         LABELS_FILE: "`dermvqa report` cannot run on the export",

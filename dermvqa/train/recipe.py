@@ -1,4 +1,5 @@
-"""Training recipes: a YAML file plus `--key=value` overrides on dotted keys, validated against the file."""
+"""Training recipes: a YAML file (or a shipped recipe's name, dermvqa.configs) plus `--key=value` overrides on
+dotted keys, validated against the file; train.deepspeed is found by the same rule."""
 from __future__ import annotations
 
 import copy
@@ -6,13 +7,16 @@ from pathlib import Path
 
 import yaml
 
+from dermvqa.configs import find_config
+
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    recipe = yaml.safe_load(path.read_text()) or {}
-    return apply_overrides(recipe, overrides, source=str(path))
+    path = find_config(path, "recipe")
+    recipe = apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides, source=str(path))
+    train = recipe.get("train") or {}
+    if train.get("deepspeed"):
+        train["deepspeed"] = str(find_config(train["deepspeed"], "train.deepspeed"))
+    return recipe
 
 
 def apply_overrides(recipe: dict, overrides, source: str = "recipe") -> dict:

@@ -11,7 +11,7 @@ with an fp32 master copy in the optimizer; that is how `dermvqa train` runs on o
 (scripts/train_1gpu.sh). Without DeepSpeed we keep fp32 adapters and compute them in bf16 under
 autocast, skipping peft's cast of every LoRA input to fp32. On one H200 (2026-11-26) that
 autocast path ran at 0.78x the padded ZeRO-2 step, so one-GPU runs default to the engine;
-scripts/gpu_bench_train.py times both paths and profiles one step of each.
+dermvqa.bench.gpu_bench_train times both paths and profiles one step of each.
 """
 from __future__ import annotations
 

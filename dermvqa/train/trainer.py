@@ -27,8 +27,7 @@ from dermvqa.data.collator import PaddingCollator
 from dermvqa.data.dataset import QADataset
 from dermvqa.data.skips import SkipLog, skip_summary
 from dermvqa.model.adapter import QUANT_FILE
-from dermvqa.model.ood import fit_from_records as fit_ood_summary
-from dermvqa.model.labels import LABELS_FILE
+from dermvqa.model.labels import write_labels
 from dermvqa.model.prior import write_prior
 from dermvqa.train.checkpoints import (CompletionMarker, latest_complete, load_checkpoint_weights,
                                        zero3_trainable_state_dict)
@@ -40,6 +39,7 @@ from dermvqa.train.preflight import check_images, check_lengths, check_model_fol
 from dermvqa.train.step import keep_lora_inputs_in_compute_dtype, label_only_loss, set_checkpointing
 from dermvqa.train.tower_pretrain import pretrain_tower
 from dermvqa.train.tuning import apply_lora, quantization_config, set_trainable, trainable_summary
+from dermvqa.trust.ood import fit_from_records as fit_ood_summary, ood_settings
 
 SKIPPED = "skipped_samples.jsonl"
 # Keys older recipes may lack; every shipped recipe spells them out.
@@ -191,6 +191,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
     """
     recipe = with_defaults(recipe)
     check_recipe(recipe)
+    ood = ood_settings(recipe.get("ood"))  # checked now, used when the model is saved
     tr, data = recipe["train"], recipe["data"]
     out = Path(tr["output_dir"])
     if resume and (out / "model").exists():
@@ -256,7 +257,7 @@ def run_training(recipe: dict, resume: bool = False) -> Path:
         if type(callback).__name__ == "TensorBoardCallback" and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
             callback.logging_dir = str(out / "tensorboard")  # instead of checkpoints/runs/<date>
     trainer.train(resume_from_checkpoint=str(start) if start else None)
-    return save_final(trainer, processor, records, out)
+    return save_final(trainer, processor, records, out, ood)
 
 
 def prepare_run_folder(out: Path, resume: bool) -> None:
@@ -274,18 +275,18 @@ def prepare_run_folder(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def save_final(trainer, processor, records, out: Path) -> Path:
-    """Write out/model atomically: weights (or adapter), processor, label vocabulary, recipe, log."""
+def save_final(trainer, processor, records, out: Path, ood: dict) -> Path:
+    """Write out/model atomically: weights (or adapter), processor, labels, OOD summary (`ood`), recipe, log."""
     final, tmp = out / "model", out / ".model-partial"
     if trainer.args.should_save:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # gathers ZeRO-3 shards on every rank
     fit_ood_summary(trainer.model, processor, label_rows(records), trainer.train_dataset.image_root,  # all ranks
-                    tmp if trainer.args.should_save else None)  # dermvqa/model/ood.py: out-of-distribution check
+                    tmp if trainer.args.should_save else None, **ood)  # dermvqa/trust/ood.py
     if trainer.args.should_save:
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the folder promises safetensors only
         processor.save_pretrained(tmp)
-        (tmp / LABELS_FILE).write_text(json.dumps(label_vocabulary(records), indent=1))
+        write_labels(tmp, **label_vocabulary(records))
         write_prior(tmp, [r["label"] for r in label_rows(records, "diagnosis")])  # logit adjustment reads it
         for name in ("recipe.yaml", QUANT_FILE):
             if (out / name).is_file():

@@ -1,24 +1,13 @@
 """The caption family: sentence reasons on written examples, the 100 real rows, and a synthetic world untouched."""
-import importlib.util
-
 import pytest
 
 from data_gen.families.caption import judge, ontology_names
 from data_gen.ontology import Ontology
 from data_gen.records import read_records
 from data_gen.synth import synthesize
-from tests.conftest import ONTOLOGY, REPO, SAMPLE_CSV
+from dermvqa.bench.caption_stats import AUDIT  # its audit pattern, written apart from data_gen/sentences.py on purpose
+from tests.conftest import ONTOLOGY, SAMPLE_CSV
 from tests.data_gen.conftest import make_row, synth_kwargs, write_csv
-
-def _audit():
-    """scripts/caption_stats.py's audit pattern, written apart from data_gen/sentences.py on purpose."""
-    spec = importlib.util.spec_from_file_location("caption_stats", REPO / "scripts" / "caption_stats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.AUDIT
-
-
-AUDIT = _audit()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from chat_endpoint.client import Endpoint, EndpointError
+from chat_endpoint.protocol import RequestOptions
 from data_gen.records import QARecord, read_records, write_parquet
-from data_gen.teacher_client import Endpoint, TeachError
 from data_gen.teacher_endpoint import teach_endpoint
+from dermvqa.bench.fake_openai import FakeEndpoint, completion, good, good_conversation
 from tests.conftest import ONTOLOGY, SAMPLE_CSV
 from tests.data_gen.conftest import real_rows
-from tests.data_gen.fake_openai import FakeEndpoint, completion, good, good_conversation
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,11 @@ def qa_dir(real_run, tmp_path_factory):
     return out, list(dict.fromkeys(r["image"] for r in records))
 
 
-def fast(url, **kw):
-    return Endpoint(url, kw.pop("model", "teacher-x"), concurrency=kw.pop("concurrency", 4),
-                    timeout_s=kw.pop("timeout_s", 5), retries=kw.pop("retries", 2), backoff_s=0.01, max_backoff_s=0.05)
+def teach(qa, out, url, model="teacher-x", timeout_s=5, **kw):
+    """teach_endpoint with `data teach`'s decoding, 4 in flight, 2 retries after backoff of 10 to 50 ms."""
+    ep = Endpoint(url, model, timeout_s=timeout_s, retries=2, backoff_s=0.01, max_backoff_s=0.05)
+    return teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, out, ep, RequestOptions(temperature=0.2), max_tokens=768,
+                          concurrency=4, progress=False, **kw)
 
 
 def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path):
@@ -69,12 +72,10 @@ def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path
         return 200, completion(json.dumps({"conversation": turns})), 0.0
 
     with FakeEndpoint(script) as fake:
-        report = teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url, timeout_s=2),
-                                progress=False)
+        report = teach(qa, tmp_path / "t", fake.url, timeout_s=2)
         assert fake.requests == report["requests"] == len(images) + 1 + 1 + 1 + 1 + 2  # retries; dead: 3 tries
     assert report["retries"] == {"HTTP 429": 1, "HTTP 500": 3, "timeout": 1, "malformed response": 1}
-    assert report["failures"][
-        "gave up after 3 attempts (last: HTTP 500)"]["examples"] == [rows["dead"]]
+    assert report["failures"]["error_http (HTTP 500)"]["examples"] == [f"{rows['dead']}: HTTP 500: boom (3 tries)"]
     reasons = {k: v["count"] for k, v in report["rejections"].items()}
     assert reasons.pop("teacher_conversation: malformed JSON (no object in the reply)") == 1
     assert reasons.pop("teacher_conversation: caption-only number in answer") == 1
@@ -93,19 +94,18 @@ def test_faults_are_retried_gated_counted_and_resumed(qa_dir, real_run, tmp_path
     assert report["tokens"] == {"prompt": 100 * (len(images) - 1), "completion": 40 * (len(images) - 1)}
 
     with FakeEndpoint(good) as fake:  # the rerun asks only the row that got no answer
-        again = teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url), progress=False)
+        again = teach(qa, tmp_path / "t", fake.url)
         assert dict(fake.calls) == {rows["dead"]: 1}
     assert again["cached"] == len(images) - 1 and again["failed"] == 0 and again["kept"] == report["kept"] + 1
     with FakeEndpoint(good) as fake:  # another model is another key: asked anew
-        teach_endpoint(qa, SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url, model="teacher-y"), limit=5,
-                       progress=False)
+        teach(qa, tmp_path / "t", fake.url, model="teacher-y", limit=5)
         assert fake.requests == 5
 
 
 def test_wrong_key_stops_the_run(qa_dir, tmp_path):
     with FakeEndpoint(lambda row, n, request: (401, {"error": {"message": "bad key"}}, 0.0)) as fake:
-        with pytest.raises(TeachError, match=r"answered 401 .*--api-key-env"):
-            teach_endpoint(qa_dir[0], SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(fake.url), progress=False)
+        with pytest.raises(EndpointError, match=r"answered 401 .*--api-key-env"):
+            teach(qa_dir[0], tmp_path / "t", fake.url)
         assert fake.requests <= 4  # the workers in flight, not one request per row
 
 
@@ -114,9 +114,8 @@ def test_unreachable_endpoint_fails_at_once(qa_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     start = time.monotonic()
-    with pytest.raises(TeachError, match="cannot reach the endpoint"):
-        teach_endpoint(qa_dir[0], SAMPLE_CSV, ONTOLOGY, tmp_path / "t", fast(f"http://127.0.0.1:{port}/v1"),
-                       progress=False)
+    with pytest.raises(EndpointError, match="cannot reach the endpoint"):
+        teach(qa_dir[0], tmp_path / "t", f"http://127.0.0.1:{port}/v1")
     assert time.monotonic() - start < 10
 
 

@@ -12,8 +12,9 @@ import httpx
 import pyarrow.parquet as pq
 from PIL import Image
 
+from chat_endpoint.client import Endpoint
+from chat_endpoint.protocol import RequestOptions
 from data_gen.synth import synthesize
-from data_gen.teacher_client import Endpoint
 from data_gen.teacher_endpoint import teach_endpoint
 from tests.conftest import ONTOLOGY, SAMPLE_CSV
 from tests.data_gen.conftest import synth_kwargs
@@ -27,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_teacher_through_dermvqa_serve_api(chatty_model_dir, tmp_path):
+def test_teacher_through_dermvqa_serve_api(chatty_model_dir, tmp_path, monkeypatch):
     out = tmp_path / "synth"
     synthesize(SAMPLE_CSV, ONTOLOGY, out, families=["diagnosis"], **synth_kwargs())
     images = tmp_path / "images"
@@ -55,12 +56,12 @@ def test_teacher_through_dermvqa_serve_api(chatty_model_dir, tmp_path):
                 pass
             assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-2000:]
             time.sleep(0.2)
-        ep = Endpoint(f"http://127.0.0.1:{port}/v1", "chatty", api_key=KEY, concurrency=4,
-                      timeout_s=60, retries=1, max_tokens=12)
-        report = teach_endpoint(out / "qa", SAMPLE_CSV, ONTOLOGY, tmp_path / "t", ep, images_dir=images, limit=6,
-                                progress=False)
-        again = teach_endpoint(out / "qa", SAMPLE_CSV, ONTOLOGY, tmp_path / "t", ep, images_dir=images, limit=6,
-                               progress=False)
+        monkeypatch.setenv("TEACH_SERVE_KEY", KEY)
+        ep = Endpoint(f"http://127.0.0.1:{port}/v1", "chatty", "TEACH_SERVE_KEY", timeout_s=60, retries=1)
+        options = {"images_dir": images, "limit": 6, "max_tokens": 12, "concurrency": 4, "progress": False}
+        request = RequestOptions(temperature=0.2)
+        report = teach_endpoint(out / "qa", SAMPLE_CSV, ONTOLOGY, tmp_path / "t", ep, request, **options)
+        again = teach_endpoint(out / "qa", SAMPLE_CSV, ONTOLOGY, tmp_path / "t", ep, request, **options)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -11,7 +11,7 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from dermvqa.eval.adapters.hf import PREFIX_LM_MODEL_TYPES, TESTED_MODEL_TYPES, HFAdapter
+from dermvqa.eval.backends.hf import PREFIX_LM_MODEL_TYPES, TESTED_MODEL_TYPES, HFAdapter
 from tests.eval.hf_families import FAMILIES, QUESTIONS, save_family
 
 MAX_NEW = 6
@@ -119,7 +119,7 @@ def test_prefix_lm_answer_scored_causally_not_as_prefix(family, monkeypatch):
         return
     replies = ["psoriasis", "eczema", "melanoma"]
     causal = adapter.option_logprobs(images()[0], QUESTIONS[0], replies, "sum")
-    monkeypatch.setattr("dermvqa.eval.adapters.hf.PREFIX_LM_MODEL_TYPES", ())
+    monkeypatch.setattr("dermvqa.eval.backends.hf.PREFIX_LM_MODEL_TYPES", ())
     as_prefix = adapter.option_logprobs(images()[0], QUESTIONS[0], replies, "sum")
     assert max(abs(a - b) for a, b in zip(causal, as_prefix)) > 1e-2
 
@@ -160,7 +160,7 @@ def test_hf_on_a_dermvqa_llava_folder_answers_as_dermvqa_does(quickstart_sized_m
 
 
 def test_untested_family_is_refused_unless_allowed_and_then_recorded(tiny_model_dir, monkeypatch):
-    from dermvqa.eval.adapters import hf
+    from dermvqa.eval.backends import hf
 
     monkeypatch.setattr(hf, "TESTED_MODEL_TYPES", ("gemma3",))
     with pytest.raises(ValueError, match=r"model_type 'llava' is not a tested family \(gemma3\)"):

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from dermvqa.eval import adapters, run_eval
-from dermvqa.eval.adapters import load_adapter, normalize_spec, split_spec
-from dermvqa.eval.adapters.llava import LlavaAdapter
+from dermvqa.eval import backends, run_eval
+from dermvqa.eval.backends import load_adapter, normalize_spec, split_spec
+from dermvqa.eval.backends.llava import LlavaAdapter
 from dermvqa.eval.loaders import load_bench
 from dermvqa.eval.runner import load_image
 
@@ -81,7 +81,7 @@ class Recorder:
 
 def test_backends_get_their_own_options(monkeypatch):
     for kind in ("hf", "openai"):
-        monkeypatch.setitem(adapters.ADAPTERS, kind, (__name__, "Recorder"))
+        monkeypatch.setitem(backends.ADAPTERS, kind, (__name__, "Recorder"))
     opts = dict(device="cpu", batch_size=8, trust_remote_code=True, allow_untested=None, api_key_env="KEY",
                 concurrency=4, cache_dir="out")
     load_adapter("hf:org/model", **opts)
@@ -92,6 +92,6 @@ def test_backends_get_their_own_options(monkeypatch):
 
 
 def test_missing_backend_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(adapters.ADAPTERS, "hf", ("dermvqa.eval.adapters.not_there", "HFAdapter"))
+    monkeypatch.setitem(backends.ADAPTERS, "hf", ("dermvqa.eval.backends.not_there", "HFAdapter"))
     with pytest.raises(ValueError, match="the hf: backend is not available .*not_there"):
         load_adapter("hf:org/model")

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from chat_endpoint.client import EndpointError
 from dermvqa.cli import app
-from dermvqa.eval.adapters.openai_chat import EndpointError, OpenAIChatAdapter
+from dermvqa.eval.backends.openai_chat import OpenAIChatAdapter
 from dermvqa.eval.runner import run_eval
 from tests.eval.fake_vlm_server import THOUGHT, FakeVLMServer, echo
 

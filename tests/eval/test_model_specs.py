@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dermvqa.cli import app
-from dermvqa.eval.adapters import split_spec
+from dermvqa.eval.backends import split_spec
 
 
 @pytest.mark.parametrize("spec", ["bogus:/models/x", "bogus://host/model", "my-backend:model", "bogus:"])
@@ -25,7 +25,7 @@ def test_a_folder_whose_name_has_a_colon_is_still_a_folder(tmp_path):
 def test_a_text_only_llm_under_hf_is_not_an_image_text_to_text_model(tmp_path, allow_untested):
     from transformers import LlamaConfig
 
-    from dermvqa.eval.adapters.hf import HFAdapter
+    from dermvqa.eval.backends.hf import HFAdapter
 
     LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                 vocab_size=64).save_pretrained(tmp_path)

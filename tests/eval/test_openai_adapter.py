@@ -16,9 +16,10 @@ import time
 import pytest
 from PIL import Image
 
-from dermvqa.eval.adapters.base import FAILURES
-from dermvqa.eval.adapters.chat_protocol import split_thinking
-from dermvqa.eval.adapters.openai_chat import EndpointError, OpenAIChatAdapter, parse_spec
+from chat_endpoint.client import EndpointError
+from chat_endpoint.protocol import split_thinking
+from dermvqa.eval.backends.base import FAILURES
+from dermvqa.eval.backends.openai_chat import OpenAIChatAdapter, parse_spec
 from tests.conftest import REPO
 from tests.eval.fake_vlm_server import FakeVLMServer, echo
 from tests.train.tiny_run import CLI, child_env

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from dermvqa.eval import run_eval
-from dermvqa.eval.adapters.base import ModelAdapter
+from dermvqa.eval.backends.base import ModelAdapter
 from dermvqa.eval.loaders import load_bench
 
 FAST = dict(max_new_tokens=6, n_boot=50, plots=False)
@@ -103,10 +103,10 @@ def FAILURE_RULE(item_id):                                       # noqa: N802 - 
 
 
 def test_failed_answers_are_logged_counted_and_scored_wrong(qa_world, tmp_path, monkeypatch):
-    from dermvqa.eval import adapters
+    from dermvqa.eval import backends
 
-    monkeypatch.setitem(adapters.ADAPTERS, "fake", (__name__, "FailingAdapter"))
-    monkeypatch.setitem(adapters.ADAPTER_OPTIONS, "fake", ())
+    monkeypatch.setitem(backends.ADAPTERS, "fake", (__name__, "FailingAdapter"))
+    monkeypatch.setitem(backends.ADAPTER_OPTIONS, "fake", ())
     spec = f"qa:{qa_world}"
     items = [it for it in load_bench(spec).items if it.id != "gone"]
     FailingAdapter.ids = [it.id for it in items] * 2              # answer order: image pass, then blind pass

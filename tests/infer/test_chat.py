@@ -136,7 +136,7 @@ def test_cli_rejects_a_text_file_posing_as_an_image(chatty_model_dir, tmp_path):
 
 
 def test_terminal_explains_the_last_answer_and_abstains_on_an_unlike_photo(trusted_model_dir, tmp_path, monkeypatch):
-    from dermvqa.model.ood import NOTICE, load_summary
+    from dermvqa.trust.ood import NOTICE, load_summary
     from dermvqa.serve.cli import _explain_fn
 
     model_dir, world = trusted_model_dir

@@ -109,7 +109,7 @@ def test_cli_json_report_validates(setup, chatty_model_dir, tmp_path):
 
 def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_findings(trusted_model_dir, tmp_path):
     from dermvqa.cli import app
-    from dermvqa.model.ood import NOTICE, load_summary
+    from dermvqa.trust.ood import NOTICE, load_summary
     from dermvqa.infer.report import NOT_ASSESSED, OOD_NEXT_STEP, trained_families
 
     model_dir, world = trusted_model_dir
@@ -141,7 +141,7 @@ def test_untrained_sections_are_not_assessed_and_unlike_photos_get_no_findings(t
 
 def test_a_flagged_report_lists_no_findings_and_an_unflagged_one_does(trusted_model_dir, setup):
     """The same photo and model, once with the threshold just above its score and once just below."""
-    from dermvqa.model.ood import load_summary
+    from dermvqa.trust.ood import load_summary
 
     model_dir, _ = trusted_model_dir
     model, processor = load_model(model_dir, device="cpu")

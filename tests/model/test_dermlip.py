@@ -163,8 +163,8 @@ def test_golden_check_script_runs_on_a_local_folder(tmp_path):
     import sys
 
     _, folder = _open_clip_folder(tmp_path, "ViT-B-16")
-    script = Path(__file__).resolve().parents[2] / "scripts" / "check_dermlip_golden.py"
-    run = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "dermvqa.bench.check_dermlip_golden", str(folder)],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout + run.stderr
     rows = [line.split() for line in run.stdout.splitlines() if line.split() and line.split()[-1][:1] in "0123456789"
             and len(line.split()) >= 4 and not line.startswith("max")]

@@ -230,8 +230,6 @@ def test_pickle_weights_need_the_opt_in_and_then_convert_alike(tmp_path, capsys,
 def test_golden_check_script_runs_on_a_local_folder(tmp_path, capsys):
     """Random weights cannot match the published probabilities (exit 1), but the script must run end to end: our
     tower, the checkpoint's own text tower (a tiny local BERT here, loaded strictly) and the 6 PAD classes."""
-    import importlib.util
-
     from open_clip.model import _build_text_tower
     from transformers import BertConfig, BertTokenizer
 
@@ -249,10 +247,9 @@ def test_golden_check_script_runs_on_a_local_folder(tmp_path, capsys):
     cfg = json.loads((src / "open_clip_config.json").read_text())
     cfg["model_cfg"]["text_cfg"] = text_cfg
     (src / "open_clip_config.json").write_text(json.dumps(cfg))
-    spec = importlib.util.spec_from_file_location("check_panderm_golden", REPO / "scripts" / "check_panderm_golden.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main([str(src)]) == 1
+    from dermvqa.bench import check_panderm_golden
+
+    assert check_panderm_golden.main([str(src)]) == 1
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:7]]
     assert rows[1][:3] == ["basal", "cell", "carcinoma"]
     assert sum(float(r[-1]) for r in rows) == pytest.approx(1, abs=1e-3)  # the "ours" column: a softmax

@@ -158,7 +158,7 @@ def test_openai_client_sees_errors_as_exceptions(served):
 
 
 def test_extra_field_explains_and_unlike_photos_get_the_notice(trusted_model_dir):
-    from dermvqa.model.ood import NOTICE, load_summary
+    from dermvqa.trust.ood import NOTICE, load_summary
 
     model_dir, world = trusted_model_dir
     model, processor = load_model(model_dir, device="cpu")

@@ -75,7 +75,7 @@ def test_serve_web_command(chatty_model_dir):
 def test_serve_api_no_ood_answers_every_photo_and_lists_the_blind_colour(trusted_model_dir):
     from transformers import AutoProcessor
 
-    from dermvqa.model.ood import NOTICE
+    from dermvqa.trust.ood import NOTICE
 
     model_dir, _ = trusted_model_dir
     answers = {}

@@ -91,7 +91,7 @@ def test_overlay_under_the_answer_and_the_unlike_photo_notice(trusted_model_dir,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from dermvqa.model.ood import NOTICE, load_summary
+    from dermvqa.trust.ood import NOTICE, load_summary
     from dermvqa.infer.report import trained_families
 
     model_dir, world = trusted_model_dir

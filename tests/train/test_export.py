@@ -125,7 +125,7 @@ def test_export_carries_what_reports_need_and_reports_alike(trusted_model_dir, t
     from typer.testing import CliRunner
 
     from dermvqa.cli import app
-    from dermvqa.infer.alert import fit_alert
+    from dermvqa.trust.alert import fit_alert
     from dermvqa.infer.generate import load_model
     from dermvqa.infer.report import build_report, model_trust
     from dermvqa.model.labels import load_labels

@@ -13,7 +13,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from dermvqa.model.ood import load_summary
+from dermvqa.trust.ood import load_summary
 from dermvqa.train.ds_env import free_port
 from tests.conftest import REPO
 from tests.train.test_modes import QUANT
