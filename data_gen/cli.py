@@ -125,7 +125,7 @@ def teach(qa: Path = typer.Option(..., help="folder with QA parquet shards (e.g.
         typer.echo(f"kept {report['kept']} teacher records; rejected: "
                    f"{ {k: v['count'] for k, v in report['rejections'].items()} }")
         return
-    from chat_endpoint.client import Endpoint
+    from chat_endpoint.endpoint import Endpoint
     from data_gen.teacher_endpoint import teach_endpoint
 
     if temperature is not None and no_temperature:

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from atomic_files import write_text_atomic
 from chat_endpoint.cache import CACHE_FILE, cache_key
-from chat_endpoint.client import AsyncChatClient, Endpoint, Failure, Sent
+from chat_endpoint.client import AsyncChatClient
+from chat_endpoint.endpoint import Endpoint, Failure, Sent
 from chat_endpoint.protocol import RequestOptions
 from data_gen import gates
 from data_gen.derm1m import iter_rows

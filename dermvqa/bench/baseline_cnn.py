@@ -1,11 +1,9 @@
 """The same-budget baseline a user would pick instead of dermvqa: a torchvision ResNet-18 from random init.
 
 It trains for the wall time our tiny LLaVA trained (`seconds.train` of a finished `dermvqa quickstart` run,
-`--ours RUN_DIR`; `--seconds` overrides) on ours' import rows, train split only (RUN_DIR/data/derm1m.csv; without
---ours DATA is imported here as the quickstart does), at ours' resolution (its image processor: short side
-resized, centre crop), with ours' stage-0 augmentation (flips, quarter turns, brightness/colour shifts) and
-sampling (class and skin-type balance) from the recipe ours trained with (RUN_DIR/train/recipe.yaml, else the
-shipped DATASET_cpu), on --threads torch threads (2, as ours). Images are decoded once into a uint8 cache
+`--ours RUN_DIR`; `--seconds` overrides) on ours' train rows (RUN_DIR/data/derm1m.csv; without --ours DATA is
+imported as the quickstart does), at ours' resolution and image processor, with ours' stage-0 augmentation and
+sampling from ours' recipe (RUN_DIR/train/recipe.yaml, else the shipped DATASET_cpu), on --threads threads (2). Images are decoded once into a uint8 cache
 before the clock starts (ours' seconds include its decoding: the baseline gets that time extra); the budget is
 the optimisation loop, learning rate 5 % warm-up then cosine to zero over that wall time. Test-split figures:
 accuracy, one-vs-rest AUC (mean over classes, as MedMNIST), balanced accuracy, macro-F1, melanoma recall (gold

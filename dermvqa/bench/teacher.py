@@ -31,7 +31,7 @@ CSV, ONTOLOGY = SAMPLE / "Derm1M_v2_pretrain_ontology_sampled_100.csv", SAMPLE /
 
 
 def run(url: str, model: str, qa: Path, out: Path, concurrency: int, images: Path | None = None) -> dict:
-    from chat_endpoint.client import Endpoint
+    from chat_endpoint.endpoint import Endpoint
     from chat_endpoint.protocol import RequestOptions
     from data_gen.teacher_endpoint import teach_endpoint
 

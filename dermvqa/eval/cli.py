@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from chat_endpoint import options as endpoint_options
-from chat_endpoint.client import Endpoint
+from chat_endpoint.endpoint import Endpoint
 
 MODEL_HELP = ("llava:DIR (a dermvqa LLaVA folder, or base + LoRA adapter folder; a bare folder means this), "
               "hf:ID_OR_DIR (a transformers image-text-to-text model: hub id or folder), "

@@ -1,10 +1,9 @@
 """One training job from a recipe: model, trainable parameters, curriculum-ordered data, transformers.Trainer.
 
-Modes (tune.mode): full, projector (stage 1), lora, qlora (4-bit base). The step is ours
-(dermvqa/train/step.py): packed rows, loss on label positions only, bf16 autocast with fp32
-master weights, selective activation checkpointing; DeepSpeed (train.deepspeed) plugs in through
-TrainingArguments. Checkpoints get a completion marker; `resume=True` continues from the newest
-complete one and a finished run writes a standard folder (or a LoRA adapter for `dermvqa export`).
+Modes (tune.mode): full, projector (stage 1), lora, qlora (4-bit base). The step is ours (dermvqa/train/step.py):
+packed rows, loss on label positions only, bf16 autocast with fp32 master weights, selective activation
+checkpointing; DeepSpeed (train.deepspeed) plugs in through TrainingArguments. Checkpoints get a completion marker;
+`resume=True` continues from the newest complete one; a finished run writes a standard folder (or a LoRA adapter).
 """
 from __future__ import annotations
 
@@ -170,8 +169,7 @@ def training_arguments(recipe: dict, out: Path, cls=TrainingArguments, **extra) 
         from dermvqa.train.ds_env import single_process_env, skip_cpu_shm_build
         single_process_env()
         skip_cpu_shm_build()
-    return cls(
-        output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
+    return cls(output_dir=str(out / "checkpoints"), per_device_train_batch_size=tr["batch_size"],
         gradient_accumulation_steps=tr["grad_accum"], learning_rate=float(tr["lr"]),
         weight_decay=tr["weight_decay"], warmup_steps=float(tr["warmup_ratio"]), lr_scheduler_type=tr["scheduler"],
         num_train_epochs=1, max_steps=int(tr["max_steps"]), train_sampling_strategy="sequential",
@@ -179,8 +177,7 @@ def training_arguments(recipe: dict, out: Path, cls=TrainingArguments, **extra) 
         save_total_limit=tr["save_total_limit"], seed=tr["seed"], report_to=tr["report_to"],
         remove_unused_columns=False, dataloader_num_workers=tr["workers"], use_cpu=not gpu,
         bf16=bool(tr["bf16"]) and gpu, max_grad_norm=tr["max_grad_norm"], disable_tqdm=False,
-        optim="adamw_torch_fused" if gpu else "adamw_torch", deepspeed=tr["deepspeed"] or None, **extra,
-    )
+        optim="adamw_torch_fused" if gpu else "adamw_torch", deepspeed=tr["deepspeed"] or None, **extra)
 
 
 def run_training(recipe: dict, resume: bool = False) -> Path:
@@ -270,8 +267,8 @@ def prepare_run_folder(out: Path, resume: bool) -> None:
         keep.mkdir(parents=True)
         for folder in old:
             os.replace(folder, keep / folder.name)
-        print(f"{out} held an earlier run; moved {', '.join(p.name for p in old)} to {keep} "
-              f"(use --resume to continue a run instead)")
+        moved = ", ".join(p.name for p in old)
+        print(f"{out} held an earlier run; moved {moved} to {keep} (use --resume to continue a run instead)")
     out.mkdir(parents=True, exist_ok=True)
 
 

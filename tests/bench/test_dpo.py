@@ -1,11 +1,12 @@
-"""dermvqa.bench.dpo's own figures on hand-made QA records and answers.jsonl (no model, no training): melanoma
-recall, the sibling share of wrong diagnoses, balanced accuracy, ECE and Brier equal a computation by hand; the
-verdict rule; a missing run folder is a one-line error."""
+"""dermvqa.bench.dpo on hand-made QA records and answers.jsonl (no model, no training): its own figures
+(dermvqa.bench.dpo_figures: melanoma recall, the sibling share of wrong diagnoses, balanced accuracy, ECE and
+Brier) equal a computation by hand; the verdict rule; a missing run folder is a one-line error."""
 import json
 
 import pytest
 
 from dermvqa.bench import dpo as bench
+from dermvqa.bench import dpo_figures
 from dermvqa.eval.compare import StoredAnswers
 
 MEL, NEV, BCC = "Malignant melanoma, melanoma", "Melanocytic nevus", "Basal cell carcinoma"
@@ -51,13 +52,13 @@ def write_answers(folder, rows):
 
 def test_own_figures_equal_hand_computation(tmp_path):
     answers = {}
-    for k, model in enumerate(bench.MODELS):
+    for k, model in enumerate(dpo_figures.MODELS):
         generate = [{"id": i, "blind": False, "reply": replies[k]} for i, (_, *replies) in DIAGNOSIS.items()]
         likelihood = [{"id": i, "blind": False, "reply": opts[max(range(len(opts)), key=p[k].__getitem__)],
                        "probs": p[k]} for i, (opts, _, *p) in CLOSED.items()]
         answers[model] = {"generate": StoredAnswers(write_answers(tmp_path / f"{model}_g", generate)).rows,
                           "likelihood": StoredAnswers(write_answers(tmp_path / f"{model}_l", likelihood)).rows}
-    figs = bench.own_figures(records(), answers, n_boot=200, seed=0)
+    figs = dpo_figures.own_figures(records(), answers, n_boot=200, seed=0)
 
     # melanoma recall: d1-d3 are melanoma; stage 2 names melanoma on d2 only, DPO on d1 and d2
     # sibling share: stage 2 wrong named d1 (sib), d3, d5 (sib), d7 -> 2/4; DPO d3 (sib), d4 (sib), d8 -> 2/3

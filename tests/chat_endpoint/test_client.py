@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chat_endpoint.cache import cache_key
-from chat_endpoint.client import AsyncChatClient, ChatClient, Endpoint, EndpointError, Failure, retry_after_s
+from chat_endpoint.client import AsyncChatClient, ChatClient
+from chat_endpoint.endpoint import Endpoint, EndpointError, Failure, retry_after_s
 from chat_endpoint.protocol import RequestOptions
 from tests.eval.fake_vlm_server import THOUGHT, FakeVLMServer, echo
 

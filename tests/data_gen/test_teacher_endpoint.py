@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_endpoint.client import Endpoint, EndpointError
+from chat_endpoint.endpoint import Endpoint, EndpointError
 from chat_endpoint.protocol import RequestOptions
 from data_gen.records import QARecord, read_records, write_parquet
 from data_gen.teacher_endpoint import teach_endpoint

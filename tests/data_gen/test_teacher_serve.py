@@ -12,7 +12,7 @@ import httpx
 import pyarrow.parquet as pq
 from PIL import Image
 
-from chat_endpoint.client import Endpoint
+from chat_endpoint.endpoint import Endpoint
 from chat_endpoint.protocol import RequestOptions
 from data_gen.synth import synthesize
 from data_gen.teacher_endpoint import teach_endpoint

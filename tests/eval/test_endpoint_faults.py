@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from chat_endpoint.client import EndpointError
+from chat_endpoint.endpoint import EndpointError
 from dermvqa.cli import app
 from dermvqa.eval.backends.openai_chat import OpenAIChatAdapter
 from dermvqa.eval.runner import run_eval

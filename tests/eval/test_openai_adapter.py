@@ -16,7 +16,7 @@ import time
 import pytest
 from PIL import Image
 
-from chat_endpoint.client import EndpointError
+from chat_endpoint.endpoint import EndpointError
 from chat_endpoint.protocol import split_thinking
 from dermvqa.eval.backends.base import FAILURES
 from dermvqa.eval.backends.openai_chat import OpenAIChatAdapter, parse_spec

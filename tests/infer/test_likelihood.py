@@ -72,7 +72,8 @@ def test_bad_input(model_and_processor):
 
 
 def test_finding_families_score_the_whole_trained_reply(model_and_processor):
-    """Yes/no and closed morphology: the model's greedy finding + each verdict, equal to a manual forward pass."""
+    """Yes/no: the model's greedy finding + each verdict, equal to a manual forward pass; closed morphology, like
+    multiple choice, is trained on the bare option."""
     from dermvqa.infer.generate import answer_batch
     from dermvqa.infer.likelihood import finding_of, scored_replies
 
@@ -80,9 +81,8 @@ def test_finding_families_score_the_whole_trained_reply(model_and_processor):
     fams = ["yes_no", "diagnosis", "morphology"]
     replies = scored_replies(model, processor, IMAGES, QUESTIONS, OPTIONS, fams, max_new_tokens=12)
     greedy = answer_batch(model, processor, IMAGES, QUESTIONS, max_new_tokens=12)
-    assert replies[1] == OPTIONS[1]  # multiple choice was trained on the bare option
-    for i in (0, 2):
-        assert replies[i] == [f"{finding_of(greedy[i])}. Answer: {o}." for o in OPTIONS[i]]
+    assert replies[1] == OPTIONS[1] and replies[2] == OPTIONS[2]  # trained on the bare option
+    assert replies[0] == [f"{finding_of(greedy[0])}. Answer: {o}." for o in OPTIONS[0]]
     q, reply = QUESTIONS[0], replies[0][1]
     expected, _ = _forward_logprob(model, processor, IMAGES[0], q, reply)
     assert option_logprobs(model, processor, IMAGES[:1], [q], replies[:1])[0][1] == pytest.approx(expected, abs=1e-4)

@@ -26,7 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 from chat_endpoint.cache import CACHE_FILE, cache_key
-from chat_endpoint.client import ChatClient, Endpoint
+from chat_endpoint.client import ChatClient
+from chat_endpoint.endpoint import Endpoint
 from chat_endpoint.protocol import RequestOptions
 from dermvqa.eval.backends.base import ModelAdapter
 
