@@ -3,13 +3,12 @@
 It trains for the wall time our tiny LLaVA trained (`seconds.train` of a finished `dermvqa quickstart` run,
 `--ours RUN_DIR`; `--seconds` overrides) on ours' train rows (RUN_DIR/data/derm1m.csv; without --ours DATA is
 imported as the quickstart does), at ours' resolution and image processor, with ours' stage-0 augmentation and
-sampling from ours' recipe (RUN_DIR/train/recipe.yaml, else the shipped DATASET_cpu), on --threads threads (2). Images are decoded once into a uint8 cache
-before the clock starts (ours' seconds include its decoding: the baseline gets that time extra); the budget is
-the optimisation loop, learning rate 5 % warm-up then cosine to zero over that wall time. Test-split figures:
-accuracy, one-vs-rest AUC (mean over classes, as MedMNIST), balanced accuracy, macro-F1, melanoma recall (gold
-melanoma items predicted as a melanoma class), each with a seeded 95 % bootstrap interval; where rows carry a
-Fitzpatrick type, accuracy, balanced accuracy and macro-F1 per type and the best-worst gaps, computed as
-`dermvqa eval` computes ours (dermvqa.eval.skin_types). Printed beside ours; --out gets all, predictions too.
+sampling (RUN_DIR/train/recipe.yaml, else the shipped DATASET_cpu), on --threads threads (2). Images are decoded
+into a uint8 cache before the clock starts (ours' seconds include decoding); the budget is the optimisation loop,
+5 % warm-up then cosine to zero. Test figures with seeded 95 % bootstrap intervals: accuracy, one-vs-rest AUC
+(MedMNIST's mean), balanced accuracy, macro-F1, melanoma recall; per Fitzpatrick type where rows carry one (as
+`dermvqa eval`, dermvqa.eval.skin_types). HAM10000 with --ours: ours' generated top diagnosis against the CNN on
+the same images, paired with McNemar's test (dermvqa/bench/ours_run.py). --out gets all, predictions too.
 
     python -m dermvqa.bench.baseline_cnn --dataset ham10000 --ours runs/ham10000 --out runs/baseline_ham10000.json
 """
@@ -33,13 +32,13 @@ from atomic_files import write_text_atomic
 from dermvqa.bench import SHARED_DATA
 from dermvqa.configs import find_config
 from dermvqa.eval.classify import classifier_metrics
+from dermvqa.bench.ours_run import FIGURES, paired_vs_ours, read_ours
 from dermvqa.eval.skin_types import FIGURES as TYPE_FIGURES
 from dermvqa.eval.skin_types import per_type
 from dermvqa.eval.strata import UNKNOWN, summarize
 from dermvqa.quickstarts.ham10000 import CLASSES as HAM_CLASSES
 from dermvqa.train.tower_pretrain import augment_batch, sampling_weights
 
-FIGURES = ("accuracy", "auc", "balanced_accuracy", "macro_f1", "melanoma_recall")
 DERM1M_ONTOLOGY = (SHARED_DATA / "derm1m" / "third_party" / "HappyDoubleJ__DermAgent-wonjun" / "dataset" / "Derm1M"
                    / "ontology.json")
 MIN_TYPE_N = 10  # skin types with fewer test items are shown, marked few (as `dermvqa eval` does)
@@ -144,29 +143,6 @@ def figures(gold: np.ndarray, probs: np.ndarray, classes: list[str], key: str, n
             "macro_f1": m["macro_f1"], "melanoma_recall": recall}
 
 
-def read_ours(run_dir: Path, dataset: str) -> dict:
-    """Our training seconds, model folder, test figures by column and (fitzpatrick17k) the open diagnosis per
-    skin type, from a quickstart run's <dataset>_metrics.json. Fitzpatrick17k records the 21-way figures per
-    type only: its overall accuracy is their n-weighted mean (every item has one type, unknown included)."""
-    path = run_dir / f"{dataset}_metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; --ours needs a finished `dermvqa quickstart --dataset {dataset}` "
-                                "output folder")
-    m = json.loads(path.read_text(encoding="utf-8"))
-    try:
-        out = {"seconds_train": float(m["seconds"]["train"]), "model": m.get("model", str(run_dir / "train" / "model"))}
-        if dataset == "ham10000":
-            return {**out, "skin_type": None, "columns": {
-                f"ours, {how.replace('_', ' ')}": {f: m["official_test"][how].get(f) for f in FIGURES}
-                for how in ("option_likelihood", "open_answer")}}
-        section = m["skin_type"]["image"]["diagnosis"]
-        types = section["types"].values()
-        accuracy = sum(t["n"] * t["accuracy"]["value"] for t in types) / sum(t["n"] for t in types)
-        return {**out, "skin_type": section, "columns": {"ours, open diagnosis": {"accuracy": accuracy}}}
-    except (KeyError, TypeError, ZeroDivisionError) as e:
-        raise ValueError(f"{path}: lacks the figures --ours reads ({e!r})") from None
-
-
 def _cell(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
@@ -253,6 +229,8 @@ def run(args) -> dict:
               "baseline": figures(gold, probs, classes, "test", args.n_boot, args.seed), "ours": ours,
               "predictions": [{"image": r["filename"], "gold": int(g), "fitzpatrick": r.get("fitzpatrick", ""),
                                "probs": p.tolist()} for r, g, p in zip(rows["test"], gold, probs.astype(float))]}
+    if args.ours and args.dataset == "ham10000" and (args.ours / "eval" / "answers.jsonl").is_file():
+        result["paired"] = paired_vs_ours(result["predictions"], args.ours, args.n_boot, args.seed)
     types = [r.get("fitzpatrick") or UNKNOWN for r in rows["test"]]
     if set(types) != {UNKNOWN}:
         result["baseline_skin_type"] = per_type(classes, list(gold), list(probs.argmax(1)), types, "test/skin_type",
@@ -292,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline_skin_type" in result:
         print("\nPer Fitzpatrick skin type (95 % CI):\n"
               + skin_type_table(result["baseline_skin_type"], result["ours"] and result["ours"]["skin_type"]))
+    for name, d in result.get("paired", {}).items():
+        print(f"ours - ResNet-18, {name.replace('_', ' ')} on the same {d['n']} images: {d['diff']:+.3f} "
+              f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], McNemar p {d['mcnemar']['p']:.2g}")
     print(f"\nAll figures and predictions: {args.out}")
     return 0
 

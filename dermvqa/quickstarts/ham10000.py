@@ -63,7 +63,7 @@ def lesion_disjoint(import_csv: Path) -> set[str]:
     return {r["filename"] for r in rows if r["split"] == "test" and r["group_id"] not in seen_in_train}
 
 
-def _class_of(reply: str) -> int:
+def class_of(reply: str) -> int:
     text = reply.strip().strip(".").lower()
     return next((i for i, c in enumerate(CLASSES) if c.lower() == text), -1)
 
@@ -135,7 +135,7 @@ def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: P
         for blind in (False, True):
             p = np.asarray(probs[blind])[idx]
             g = [gold[i] for i in idx]
-            open_pred = [_class_of(replies[(test[i]["id"], blind)]) for i in idx]
+            open_pred = [class_of(replies[(test[i]["id"], blind)]) for i in idx]
             key = f"{subset}{'_blind' if blind else ''}"
             report[key] = {"open_answer": class_metrics(g, open_pred),
                            "option_likelihood": class_metrics(g, list(p.argmax(1)), p)}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dermvqa.bench import baseline_cnn as bench
+from dermvqa.bench import ours_run
 from tests.conftest import ONTOLOGY, REPO, SHARED_DATA
 
 HAM, F17K = SHARED_DATA / "ham10000", SHARED_DATA / "fitzpatrick17k"
@@ -175,7 +176,7 @@ def test_ours_fitzpatrick17k_figures(tmp_path):
     section = {"types": types, "gap": {"accuracy": {"not_computed": "fewer than two skin types with >= 10 items"}}}
     (tmp_path / "fitzpatrick17k_metrics.json").write_text(json.dumps(
         {"seconds": {"train": 600}, "skin_type": {"image": {"diagnosis": section}}}))
-    ours = bench.read_ours(tmp_path, "fitzpatrick17k")
+    ours = ours_run.read_ours(tmp_path, "fitzpatrick17k")
     assert ours["seconds_train"] == 600 and ours["model"] == str(tmp_path / "train" / "model")
     assert ours["columns"]["ours, open diagnosis"]["accuracy"] == pytest.approx((30 * 0.5 + 5 * 0.2 + 15 * 0.8) / 50)
     baseline = {"types": {t: {**v, "accuracy": fig(0.9)} for t, v in types.items()},
@@ -187,7 +188,7 @@ def test_ours_fitzpatrick17k_figures(tmp_path):
     assert "ours gap in accuracy: fewer than two skin types with >= 10 items" in text
     (tmp_path / "fitzpatrick17k_metrics.json").write_text(json.dumps({"seconds": {"train": 600}}))
     with pytest.raises(ValueError, match="fitzpatrick17k_metrics.json: lacks the figures"):
-        bench.read_ours(tmp_path, "fitzpatrick17k")
+        ours_run.read_ours(tmp_path, "fitzpatrick17k")
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):
@@ -204,3 +205,32 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert bench.main(["--data", str(tmp_path), "--seconds", "1", "--out", str(tmp_path / "o.json")]) == 2
     assert capsys.readouterr().err == f"error: --data {tmp_path}: no images/ folder\n"
     assert not (tmp_path / "o.json").exists()
+
+
+def test_paired_against_ours_counts_by_hand(tmp_path):
+    """Ours' open answers and the CNN's argmax on the same images: differences and McNemar counts by hand."""
+    from data_gen.records import QARecord, write_parquet
+    from dermvqa.quickstarts.ham10000 import CLASSES, MELANOMA
+
+    mel, nev = CLASSES.index(MELANOMA), CLASSES.index("Melanocytic nevus")
+    gold = [mel, mel, mel, nev, nev]
+    ours_reply = [MELANOMA, MELANOMA, "Melanocytic nevus", "Melanocytic nevus", "a rash"]  # right: 0, 1, 3
+    cnn_pred = [mel, nev, nev, nev, nev]                                                 # right: 0, 3, 4
+    (tmp_path / "data" / "qa").mkdir(parents=True)
+    write_parquet([QARecord(id=f"r{i}", image=f"{i}.jpg", question="What is the diagnosis?", answer=CLASSES[g],
+                            family="diagnosis", answer_type="open", label=CLASSES[g], split="test")
+                   for i, g in enumerate(gold)], tmp_path / "data" / "qa" / "qa.parquet")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "answers.jsonl").write_text("".join(
+        json.dumps({"id": f"r{i}", "blind": b, "reply": "Angioma" if b else r}) + "\n"
+        for i, r in enumerate(ours_reply) for b in (False, True)))
+    predictions = [{"image": f"{i}.jpg", "gold": g, "probs": [float(c == p) for c in range(len(CLASSES))]}
+                   for i, (g, p) in enumerate(zip(gold, cnn_pred))]
+    paired = ours_run.paired_vs_ours(predictions, tmp_path, n_boot=50, seed=0)
+    acc, mel_recall = paired["accuracy"], paired["melanoma_recall"]
+    assert (acc["n"], acc["baseline"], acc["other"]) == (5, 3 / 5, 3 / 5)
+    assert acc["mcnemar"]["baseline_only_right"] == 1 and acc["mcnemar"]["other_only_right"] == 1  # image 4 / 1
+    assert (mel_recall["n"], mel_recall["baseline"], mel_recall["other"]) == (3, 1 / 3, 2 / 3)
+    assert mel_recall["mcnemar"] == {"baseline_only_right": 0, "other_only_right": 1, "p": 1.0}
+    with pytest.raises(ValueError, match="have no answer of ours"):
+        ours_run.paired_vs_ours(predictions + [{"image": "x.jpg", "gold": 0, "probs": [1.0]}], tmp_path, 50, 0)
