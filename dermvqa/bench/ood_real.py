@@ -19,7 +19,6 @@ a run to minutes; the timing printed is wall time, so say the machine's load bes
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import time
@@ -34,6 +33,7 @@ from data_gen.records import read_records
 from dermvqa.bench import SHARED_DATA
 from dermvqa.eval.classify import auc
 from dermvqa.infer.generate import load_model
+from dermvqa.quickstarts.reference import fitzpatrick17k_photos, ham10000_photos
 from dermvqa.trust.alert import wilson_interval
 from dermvqa.trust.ood import load_summary
 
@@ -44,12 +44,8 @@ def real_sets(data: Path, world: Path | None) -> dict[str, list[Path]]:
     ham = data / "ham10000"
     sets = {
         "pad-ufes-20": sorted((data / "pad-ufes-20" / "images").glob("*.jpg")),
-        "fitzpatrick17k-test": sorted(f17k / "images" / f"{r['md5hash']}.jpg" for r in
-                                      csv.DictReader(open(f17k / "ajl_subset.csv", encoding="utf-8"))
-                                      if r["ajl_split"] == "test"),
-        "ham10000-test": sorted(ham / "images" / f"{r['image_id']}.jpg" for r in
-                                csv.DictReader(open(ham / "dermamnist_split.csv", encoding="utf-8"))
-                                if r["split"] == "test"),
+        "fitzpatrick17k-test": fitzpatrick17k_photos(f17k, "test"),
+        "ham10000-test": ham10000_photos(ham, "test"),
     }
     if world is not None:
         sets["world-test"] = sorted({world / "images" / r["image"] for r in read_records(world / "qa", split="test")})

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from data_gen.records import read_records
+from dermvqa.eval.compare import StoredAnswers
 from dermvqa.eval.paired import paired_difference
 from dermvqa.quickstarts.ham10000 import CLASSES, MELANOMA, class_of
 
@@ -40,18 +41,13 @@ def read_ours(run_dir: Path, dataset: str) -> dict:
 
 def ours_predictions(run_dir: Path) -> dict[str, int]:
     """Image -> ours' class index (-1: the answer names no class) on the diagnosis items of the test split."""
-    replies = {}
-    with open(run_dir / "eval" / "answers.jsonl", encoding="utf-8") as f:
-        for line in f:
-            a = json.loads(line)
-            if not a["blind"]:
-                replies[a["id"]] = a["reply"]
+    answers = StoredAnswers(run_dir / "eval")
     test = [r for r in read_records(run_dir / "data" / "qa", split="test") if r["family"] == "diagnosis"]
-    missing = [r["id"] for r in test if r["id"] not in replies]
+    missing = [r["id"] for r in test if answers.get(r["id"], False) is None]
     if missing:
         raise ValueError(f"{run_dir / 'eval' / 'answers.jsonl'}: no answer for {len(missing)} diagnosis items "
                          f"(first {missing[0]}); rerun `dermvqa eval` into that folder to finish it")
-    return {r["image"]: class_of(replies[r["id"]]) for r in test}
+    return {r["image"]: class_of(answers.get(r["id"], False)["reply"]) for r in test}
 
 
 def paired_vs_ours(predictions: list[dict], run_dir: Path, n_boot: int, seed: int) -> dict:

@@ -21,7 +21,8 @@ def probe_probs(model, processor, train: list[tuple[str, int]], test_paths: list
 
 def adjusted_probs(probs: np.ndarray, names: list[str], prior: dict[str, float], tau: float = 1.0) -> np.ndarray:
     """Renormalised probabilities after subtracting tau * log prior from each class's log-probability."""
-    logits = np.array([adjusted(list(np.log(np.clip(row, 1e-30, None))), names, prior, tau) for row in probs])
+    offsets = np.array(adjusted([0.0] * len(names), names, prior, tau))  # -tau * log prior, names checked once
+    logits = np.log(np.clip(probs, 1e-30, None)) + offsets
     e = np.exp(logits - logits.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 

@@ -1,9 +1,9 @@
 """A linear probe of a model's own vision tower: what the tower knows about the diagnosis, before the language model.
 
-The features are the ones stage 0 trains its head on and the projector reads (the mean of the patch tokens of
-`vision_feature_layer`); the probe is a class-balanced multinomial logistic regression fitted on the train
-split's images only (L-BFGS, full batch). If it beats the model's answer on test, the language stages lose
-what the tower knows (Zhang et al., NeurIPS 2024).
+The features are the ones stage 0 trains its head on: the mean of the patch tokens of the layer the projector
+reads (the out-of-distribution check's `tower_mean` pooling). The probe is a class-balanced multinomial
+logistic regression fitted on the train split's images only (L-BFGS, full batch). If it beats the model's
+answer on test, the language stages lose what the tower knows (Zhang et al., NeurIPS 2024).
 """
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from dermvqa.trust.features import pooled_features
 
-@torch.inference_mode()
+
 def tower_features(model, processor, paths: list, batch_size: int = 256) -> torch.Tensor:
-    """(n, width) mean patch-token features of the feature layer, one row per image path."""
-    tower, layer = model.model.vision_tower, model.config.vision_feature_layer
+    """(n, width) float32 `tower_mean` features (dermvqa/trust/features.py), photos decoded a batch at a time."""
     out = []
     for start in tqdm(range(0, len(paths), batch_size), desc="probe: tower features", unit="batch"):
-        images = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
-        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"].to(tower.dtype)
-        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
-        out.append(hidden[:, 1:].mean(1).float())
+        images = [Image.open(p) for p in paths[start:start + batch_size]]
+        out.append(pooled_features(model, processor, images, "tower_mean", batch_size).float())
     return torch.cat(out)
 
 

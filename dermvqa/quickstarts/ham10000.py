@@ -12,7 +12,6 @@ train), each with the blind twin.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +108,12 @@ def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: P
     from tqdm import tqdm
 
     from data_gen.records import read_records
+    from dermvqa.eval.compare import StoredAnswers
     from dermvqa.infer.generate import blank_image
 
     test = [r for r in read_records(qa_dir, split="test") if r["family"] == "diagnosis"]
     gold = [CLASSES.index(r["label"]) for r in test]
-    replies = {}
-    with open(eval_dir / "answers.jsonl", encoding="utf-8") as f:
-        for line in f:
-            a = json.loads(line)
-            replies[(a["id"], a["blind"])] = a["reply"]
+    answers = StoredAnswers(eval_dir)
     blank = blank_image(processor)
     probs = {False: []}
     for start in tqdm(range(0, len(test), batch_size), desc="7-class option likelihood", unit="batch"):
@@ -135,7 +131,7 @@ def seven_class_report(model, processor, qa_dir: Path, images: Path, eval_dir: P
         for blind in (False, True):
             p = np.asarray(probs[blind])[idx]
             g = [gold[i] for i in idx]
-            open_pred = [class_of(replies[(test[i]["id"], blind)]) for i in idx]
+            open_pred = [class_of(answers.get(test[i]["id"], blind)["reply"]) for i in idx]
             key = f"{subset}{'_blind' if blind else ''}"
             report[key] = {"open_answer": class_metrics(g, open_pred),
                            "option_likelihood": class_metrics(g, list(p.argmax(1)), p)}

@@ -1,6 +1,6 @@
 """Reference photos for the quickstarts' out-of-distribution choice: splits of another dataset in the shared data
 folder beside --data, never those dermvqa/bench/ood_real.py measures on (all of PAD-UFES-20, the Fitzpatrick17k
-and HAM10000 test splits), so its figures stay on photos nothing was chosen on."""
+and HAM10000 test splits, listed by the same functions), so its figures stay on photos nothing was chosen on."""
 from __future__ import annotations
 
 import csv
